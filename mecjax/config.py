@@ -1,0 +1,250 @@
+"""Scenario: every constant of the MEC model, validated, with the paper's Table 1 defaults.
+
+Two objects describe a scenario:
+
+* :class:`Scenario` is the user-facing, frozen and validated description. It is
+  hashable and is registered as a pytree *without leaves*, so it can be passed
+  straight into ``jax.jit``-ed functions, where it acts as a static argument.
+* :class:`EnvParams` is the same scenario as a ``flax.struct`` pytree whose
+  continuous constants are leaves. Sweeps ``vmap`` over it (e.g. over
+  bandwidth or cost weights) without recompiling. Sizes stay static.
+
+Every environment function accepts either; :func:`as_params` converts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+# Static (shape- or structure-determining) fields: Python values, never traced.
+STATIC_FIELDS = ("n_devices", "n_servers", "horizon", "mobility", "knn")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """Every constant of the MEC model (DESIGN.md section 3).
+
+    Units are SI unless the name says otherwise. Defaults are the paper's
+    Table 1 where it gives a value; the others come from the MEC papers cited
+    in ``docs/model.md`` (path loss: 3GPP TR 36.814 as used by Chen et al. 2015
+    and Sardellitti et al. 2015; kappa: Mao et al. 2017 survey; fading
+    correlation: Jakes' model at pedestrian speed).
+    """
+
+    # -- sizes (static) ---------------------------------------------------
+    n_devices: int = 50            # N (Table 1: 50, 100, 150)
+    n_servers: int = 3             # M (Table 1)
+    horizon: int = 100             # T slots per episode
+    slot_s: float = 1.0            # tau, slot length
+    # -- geometry ---------------------------------------------------------
+    area_m: float = 500.0          # side of the square cell cluster
+    server_radius_m: float = 150.0  # servers sit evenly on this circle around the centre
+    min_distance_m: float = 10.0   # path loss is not defined at d -> 0
+    mobility: bool = False         # random-walk mobility of devices
+    mobility_step_m: float = 2.0   # max random-walk step per slot (uniform length, uniform angle)
+    knn: int = 4                   # device-device edges per device in the graph view
+    # -- tasks (Table 1) --------------------------------------------------
+    task_bits_min: float = 1e4
+    task_bits_max: float = 1e6
+    task_cycles_min: float = 1e6
+    task_cycles_max: float = 1e8
+    # -- workload process (periodic + bursty, forecastable) ----------------
+    load_mean: float = 0.5         # mean task intensity in [0, 1]
+    load_amplitude: float = 0.2    # amplitude of the periodic (daily-like) load
+    load_period_slots: float = 24.0
+    burst_rho: float = 0.8         # AR(1) correlation of the bursty component
+    burst_std: float = 0.1         # stationary std of the bursty component
+    task_noise: float = 0.2        # half-width of the per-task uniform jitter
+    # -- radio (Table 1 + 3GPP) -------------------------------------------
+    bandwidth_hz: float = 10e6     # B per server, OFDMA-shared (Table 1)
+    noise_w: float = 1e-13         # sigma^2 (Table 1)
+    pathloss_db_at_1km: float = 128.1
+    pathloss_slope_db: float = 37.6
+    fading_rho: float = 0.9        # Gauss-Markov correlation of Rayleigh fading
+    tx_power_min_w: float = 0.1
+    tx_power_max_w: float = 0.5
+    # -- computing (Table 1) ----------------------------------------------
+    server_cpu_hz: float = 10e9    # F_j (Table 1)
+    device_cpu_min_hz: float = 1e9  # f_i range (Table 1)
+    device_cpu_max_hz: float = 2e9
+    kappa: float = 1e-27           # device switched capacitance, J / (cycle Hz^2)
+    server_kappa: float = 5e-30    # server switched capacitance (efficient silicon)
+    # -- battery ----------------------------------------------------------
+    battery_capacity_j: float = 10.0
+    battery_init_min: float = 0.5  # initial level as a fraction of capacity
+    harvest_max_j: float = 0.1     # per-slot harvest ~ U(0, harvest_max_j)
+    # -- economics --------------------------------------------------------
+    price_min: float = 0.0         # price per Gcycle
+    price_max: float = 2.0
+    price_init: float = 0.5
+    alpha: float = 1.0             # device cost weight on latency (1/s)
+    beta: float = 0.5              # ... on energy (1/J)
+    gamma: float = 0.2             # ... on payment (1/price unit)
+    leader_lambda: float = 1.0     # leader utility weight on server energy (eq. 15)
+    leader_mu: float = 1.0         # leader utility weight on mean delay (eq. 15)
+
+    def __post_init__(self) -> None:
+        # Accept NumPy scalars (np.float32(0.5), np.int64(50)) as plain Python numbers.
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.generic) and not isinstance(v, np.bool_):
+                object.__setattr__(self, f.name, v.item())
+        validate_scenario(self)
+
+    @classmethod
+    def default(cls) -> "Scenario":
+        """Table 1 with N=50, M=3."""
+        return cls()
+
+    def replace(self, **changes: Any) -> "Scenario":
+        return dataclasses.replace(self, **changes)
+
+    def params(self) -> "EnvParams":
+        return EnvParams.from_scenario(self)
+
+    # Decision validation and reporting use these.
+    @property
+    def n_options(self) -> int:
+        """Number of offloading options per device: local plus M servers."""
+        return self.n_servers + 1
+
+
+def _check(cond: bool, field: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ValueError(f"Scenario.{field}={value!r} is invalid: must be {allowed}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def validate_scenario(s: Scenario) -> None:
+    """Raise ValueError naming the first invalid field and its allowed range."""
+    for name in ("n_devices", "n_servers", "horizon", "knn"):
+        _check(_is_int(getattr(s, name)), name, getattr(s, name), "an int")
+    _check(s.n_devices >= 1, "n_devices", s.n_devices, ">= 1")
+    _check(s.n_servers >= 1, "n_servers", s.n_servers, ">= 1")
+    _check(s.horizon >= 1, "horizon", s.horizon, ">= 1")
+    _check(s.knn >= 0, "knn", s.knn, ">= 0")
+    _check(isinstance(s.mobility, bool), "mobility", s.mobility, "a bool")
+    for f in dataclasses.fields(s):
+        v = getattr(s, f.name)
+        if f.name in STATIC_FIELDS:
+            continue
+        _check(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+               f.name, v, "a finite number")
+    positive = ("slot_s", "area_m", "min_distance_m", "task_bits_min", "task_cycles_min",
+                "load_period_slots", "bandwidth_hz", "noise_w", "tx_power_min_w",
+                "server_cpu_hz", "device_cpu_min_hz", "kappa", "battery_capacity_j")
+    for name in positive:
+        _check(getattr(s, name) > 0, name, getattr(s, name), "> 0")
+    non_negative = ("server_radius_m", "mobility_step_m", "load_amplitude", "burst_std",
+                    "task_noise", "server_kappa", "harvest_max_j", "price_min",
+                    "alpha", "beta", "gamma", "leader_lambda", "leader_mu")
+    for name in non_negative:
+        _check(getattr(s, name) >= 0, name, getattr(s, name), ">= 0")
+    for lo, hi in (("task_bits_min", "task_bits_max"), ("task_cycles_min", "task_cycles_max"),
+                   ("tx_power_min_w", "tx_power_max_w"),
+                   ("device_cpu_min_hz", "device_cpu_max_hz"), ("price_min", "price_max")):
+        _check(getattr(s, lo) <= getattr(s, hi), lo, getattr(s, lo),
+               f"<= {hi} ({getattr(s, hi)!r})")
+    _check(s.price_min <= s.price_init <= s.price_max, "price_init", s.price_init,
+           f"in [price_min, price_max] = [{s.price_min}, {s.price_max}]")
+    for name in ("load_mean", "battery_init_min"):
+        _check(0 <= getattr(s, name) <= 1, name, getattr(s, name), "in [0, 1]")
+    for name in ("burst_rho", "fading_rho"):
+        _check(0 <= getattr(s, name) < 1, name, getattr(s, name), "in [0, 1)")
+    _check(s.server_radius_m <= s.area_m / 2, "server_radius_m", s.server_radius_m,
+           f"<= area_m / 2 = {s.area_m / 2} (servers inside the area)")
+    _check(s.alpha + s.beta + s.gamma > 0, "alpha", s.alpha,
+           "such that alpha + beta + gamma > 0 (some cost must count)")
+
+
+# A Scenario is hashable and immutable: as a pytree with no leaves it is static
+# under jit, so reset(key, Scenario(...)) can be jitted directly.
+jax.tree_util.register_pytree_node(
+    Scenario,
+    lambda s: ((), s),
+    lambda s, _: s,
+)
+
+
+@struct.dataclass
+class EnvParams:
+    """A scenario as a pytree: float leaves (vmappable), static sizes.
+
+    Build it with :meth:`Scenario.params` (validated). Fields mirror
+    :class:`Scenario`; see there for meaning and units.
+    """
+
+    n_devices: int = struct.field(pytree_node=False)
+    n_servers: int = struct.field(pytree_node=False)
+    horizon: int = struct.field(pytree_node=False)
+    mobility: bool = struct.field(pytree_node=False)
+    knn: int = struct.field(pytree_node=False)
+    slot_s: Any = None
+    area_m: Any = None
+    server_radius_m: Any = None
+    min_distance_m: Any = None
+    mobility_step_m: Any = None
+    task_bits_min: Any = None
+    task_bits_max: Any = None
+    task_cycles_min: Any = None
+    task_cycles_max: Any = None
+    load_mean: Any = None
+    load_amplitude: Any = None
+    load_period_slots: Any = None
+    burst_rho: Any = None
+    burst_std: Any = None
+    task_noise: Any = None
+    bandwidth_hz: Any = None
+    noise_w: Any = None
+    pathloss_db_at_1km: Any = None
+    pathloss_slope_db: Any = None
+    fading_rho: Any = None
+    tx_power_min_w: Any = None
+    tx_power_max_w: Any = None
+    server_cpu_hz: Any = None
+    device_cpu_min_hz: Any = None
+    device_cpu_max_hz: Any = None
+    kappa: Any = None
+    server_kappa: Any = None
+    battery_capacity_j: Any = None
+    battery_init_min: Any = None
+    harvest_max_j: Any = None
+    price_min: Any = None
+    price_max: Any = None
+    price_init: Any = None
+    alpha: Any = None
+    beta: Any = None
+    gamma: Any = None
+    leader_lambda: Any = None
+    leader_mu: Any = None
+
+    @classmethod
+    def from_scenario(cls, s: Scenario) -> "EnvParams":
+        kw = {f.name: getattr(s, f.name) for f in dataclasses.fields(s)}
+        static = {k: kw.pop(k) for k in STATIC_FIELDS}
+        # float32 leaves: a 64-bit leaf would silently promote the whole model.
+        leaves = {k: jnp.asarray(v, jnp.float32) for k, v in kw.items()}
+        return cls(**static, **leaves)
+
+    @property
+    def n_options(self) -> int:
+        return self.n_servers + 1
+
+
+def as_params(params: Scenario | EnvParams) -> EnvParams:
+    """Accept a Scenario or EnvParams; return EnvParams."""
+    if isinstance(params, EnvParams):
+        return params
+    if isinstance(params, Scenario):
+        return EnvParams.from_scenario(params)
+    raise TypeError(f"params must be a Scenario or EnvParams, got {type(params).__name__}")

@@ -1,0 +1,68 @@
+"""Per-slot metrics of DESIGN.md section 3: latency, energy, throughput,
+Jain fairness, utility, leader revenue and utility."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from mecjax.env import physics
+
+
+def jain_fairness(x):
+    """(sum x)^2 / (n sum x^2) over the last axis; 1 when all equal, 1/n when one takes all."""
+    n = x.shape[-1]
+    denom = n * jnp.sum(x**2, axis=-1)
+    return jnp.where(denom > 0, jnp.sum(x, axis=-1) ** 2 / jnp.where(denom > 0, denom, 1.0), 1.0)
+
+
+def all_local_cost(task_cycles, cpu_freq, p):
+    """[N] the weighted cost each device would pay computing its task itself."""
+    lat = physics.local_latency(task_cycles, cpu_freq)
+    en = physics.local_energy(task_cycles, cpu_freq, p.kappa)
+    return physics.weighted_cost(lat, en, 0.0, p.alpha, p.beta, p.gamma)
+
+
+def server_accounts(offload, prices, task_cycles, latency, p):
+    """Per-server economics of one slot (eq. 15).
+
+    Returns dict of [M] arrays: gcycles served, revenue, server energy, mean
+    delay of its tasks (0 when idle) and leader utility.
+    """
+    onehot = physics.server_onehot(offload, p.n_servers)
+    cycles = physics.per_server_sum(onehot, task_cycles)
+    count = jnp.sum(onehot, axis=-2)
+    delay = physics.per_server_sum(onehot, latency) / jnp.maximum(count, 1)
+    gcycles = cycles * 1e-9
+    energy = physics.server_energy(cycles, p.server_cpu_hz, p.server_kappa)
+    return {
+        "gcycles": gcycles,
+        "revenue": prices * gcycles,
+        "server_energy": energy,
+        "server_delay": delay,
+        "leader_utility": physics.leader_utility(prices, gcycles, energy, delay,
+                                                 p.leader_lambda, p.leader_mu),
+    }
+
+
+def slot_metrics(task_bits, task_cycles, cpu_freq, outcome, prices, p):
+    """Scalar metrics of one slot from the per-device outcome of a decision.
+
+    latency_ms: mean latency; energy_j: mean device energy per task;
+    throughput_mbps: mean D_i / L_i; fairness: Jain over D_i / L_i;
+    utility: fraction of the all-local weighted cost saved;
+    revenue: total leader revenue; offload_fraction: share of devices offloading.
+    """
+    throughput = task_bits / outcome.latency
+    local = all_local_cost(task_cycles, cpu_freq, p)
+    accounts = server_accounts(outcome.offload, prices, task_cycles, outcome.latency, p)
+    return {
+        "latency_ms": 1e3 * jnp.mean(outcome.latency, axis=-1),
+        "energy_j": jnp.mean(outcome.energy, axis=-1),
+        "throughput_mbps": 1e-6 * jnp.mean(throughput, axis=-1),
+        "fairness": jain_fairness(throughput),
+        "utility": 1.0 - jnp.sum(outcome.cost, axis=-1) / jnp.sum(local, axis=-1),
+        "mean_cost": jnp.mean(outcome.cost, axis=-1),
+        "revenue": jnp.sum(accounts["revenue"], axis=-1),
+        "leader_utility": accounts["leader_utility"],
+        "offload_fraction": jnp.mean((outcome.offload > 0).astype(jnp.float32), axis=-1),
+    }

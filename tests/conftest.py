@@ -1,0 +1,17 @@
+import os
+
+import jax
+import pytest
+
+# A persistent compilation cache makes repeated runs of the suite much faster.
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("MECJAX_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".jax_cache")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+import mecjax  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def small():
+    """A small scenario for fast tests."""
+    return mecjax.Scenario(n_devices=8, n_servers=3)

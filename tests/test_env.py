@@ -1,0 +1,202 @@
+"""Environment properties: batching, determinism, robustness, dynamics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mecjax
+from mecjax import env
+
+
+def _policy(obs, s):
+    """Offload heavy tasks to the best observed server (a deterministic test policy)."""
+    heavy = obs.task_cycles > 5e7
+    best = jnp.argmax(obs.gain_observed, -1).astype(jnp.int32) + 1
+    return env.Decision(jnp.where(heavy, best, 0), jnp.full((s.n_servers,), 0.7))
+
+
+def _rollout(key, s, slots):
+    k0, k1 = jax.random.split(key)
+    obs, state = env.reset(k0, s)
+
+    def body(carry, t):
+        obs, state = carry
+        obs, state, reward, done, info = env.step(jax.random.fold_in(k1, t), state, _policy(obs, s), s)
+        return (obs, state), (reward, info["latency"], state.gain, done)
+
+    _, traj = jax.lax.scan(body, (obs, state), jnp.arange(slots))
+    return traj
+
+
+rollout = jax.jit(_rollout, static_argnums=(1, 2))
+
+
+def test_vmap_over_instances_equals_a_loop(small):
+    keys = jax.random.split(jax.random.key(0), 5)
+    batched = jax.jit(jax.vmap(_rollout, (0, None, None)), static_argnums=(1, 2))(keys, small, 6)
+    for i, k in enumerate(keys):
+        single = rollout(k, small, 6)
+        for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(batched)):
+            np.testing.assert_allclose(np.asarray(b[i]), np.asarray(a), rtol=1e-6, atol=1e-30)
+
+
+def test_same_key_same_trajectory_and_different_keys_differ(small):
+    a = rollout(jax.random.key(7), small, 8)
+    b = rollout(jax.random.key(7), small, 8)
+    c = rollout(jax.random.key(8), small, 8)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert not np.array_equal(np.asarray(a[1]), np.asarray(c[1]))
+
+
+def test_done_at_horizon():
+    s = mecjax.Scenario(n_devices=4, horizon=5)
+    done = np.asarray(rollout(jax.random.key(1), s, 7)[3])
+    np.testing.assert_array_equal(done, [False, False, False, False, True, True, True])
+
+
+def test_observed_channel_is_last_slots_true_channel(small):
+    obs, state = env.reset(jax.random.key(2), small)
+    assert not hasattr(obs, "gain")
+    dec = _policy(obs, small)
+    obs2, state2, *_ = env.step(jax.random.key(3), state, dec, small)
+    np.testing.assert_array_equal(np.asarray(obs2.gain_observed), np.asarray(state.gain))
+    np.testing.assert_array_equal(np.asarray(obs2.prices), np.asarray(dec.prices))
+    assert int(state2.t) == 1
+
+
+def test_random_valid_decisions_never_give_nan_or_inf():
+    """10^5 random valid decisions (with random shares and prices) on random states."""
+    s = mecjax.Scenario(n_devices=50, n_servers=3)
+    n_states, per_state = 100, 1000
+    states = jax.jit(jax.vmap(lambda k: env.reset(k, s)[1]))(jax.random.split(jax.random.key(0), n_states))
+
+    @jax.jit
+    def check(states, key):
+        def on_state(state, key):
+            def one(k):
+                k1, k2, k3, k4, k5 = jax.random.split(k, 5)
+                off = jax.random.randint(k1, (s.n_devices,), 0, s.n_servers + 1)
+                prices = jax.random.uniform(k2, (s.n_servers,), minval=s.price_min, maxval=s.price_max)
+                raw_bw = jax.random.uniform(k3, (s.n_devices,), minval=1e-6)
+                raw_cpu = jax.random.uniform(k4, (s.n_devices,), minval=1e-6)
+                use_shares = jax.random.bernoulli(k5)
+                onehot = off[:, None] == jnp.arange(1, s.n_servers + 1)
+
+                def norm(raw):
+                    tot = (onehot * (onehot * raw[:, None]).sum(0)).sum(1)
+                    return jnp.where(off > 0, raw / jnp.where(tot > 0, tot, 1.0), 0.0)
+
+                explicit = env.evaluate(state, env.Decision(off, prices, norm(raw_bw), norm(raw_cpu)), s)
+                default = env.evaluate(state, env.Decision(off, prices), s)
+                out = jax.tree.map(lambda a, b: jnp.where(use_shares, a, b), explicit, default)
+                leaves = [out.latency, out.energy, out.payment, out.cost, out.rate]
+                return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) & jnp.all(out.latency > 0)
+
+            return jax.vmap(one)(jax.random.split(key, per_state))
+
+        return jax.vmap(on_state)(states, jax.random.split(key, n_states))
+
+    ok = np.asarray(check(states, jax.random.key(1)))
+    assert ok.size == 100_000
+    assert ok.all(), f"{(~ok).sum()} decisions produced NaN/Inf"
+
+
+def test_fading_is_correlated_rayleigh(small):
+    s = mecjax.Scenario(n_devices=64, n_servers=2, fading_rho=0.9)
+    traj = rollout(jax.random.key(4), s, 200)
+    gains = np.asarray(traj[2])                      # [T, N, M]
+    _, state = env.reset(jax.random.split(jax.random.key(4))[0], s)  # the rollout's reset key
+    fade = gains / np.asarray(state.path_gain)[None]  # |g|^2, Exp(1) if Rayleigh
+    assert fade.mean() == pytest.approx(1.0, abs=0.08)
+    assert fade.var() == pytest.approx(1.0, abs=0.2)
+    # Power of a Gauss-Markov CN process has lag-1 correlation rho^2 = 0.81.
+    x = fade - fade.mean()
+    corr = (x[1:] * x[:-1]).mean() / x.var()
+    assert corr == pytest.approx(0.81, abs=0.06)
+
+
+def test_workload_is_forecastable_beyond_persistence():
+    """The load has a periodic part, so the slot-ahead task size is predictable."""
+    s = mecjax.Scenario(n_devices=64)
+    obs, state = env.reset(jax.random.key(9), s)
+    bits = []
+    step = jax.jit(env.step, static_argnums=3)
+    for t in range(96):
+        bits.append(np.asarray(state.task_bits))
+        obs, state, *_ = step(jax.random.key(t), state, env.Decision(jnp.zeros(64, jnp.int32), jnp.full(3, 0.5)), s)
+    bits = np.stack(bits)                              # [T, N]
+    x = bits - bits.mean(0)
+    lag1 = (x[1:] * x[:-1]).mean() / x.var()
+    assert lag1 > 0.3, "task sizes should be autocorrelated"
+    # The periodic mean alone (known phase) explains a clear part of the variance.
+    phase = np.asarray(state.load_phase)
+    t = np.arange(96)[:, None]
+    periodic = s.task_bits_min + (s.task_bits_max - s.task_bits_min) * np.clip(
+        s.load_mean + s.load_amplitude * np.sin(2 * np.pi * t / s.load_period_slots + phase), 0, 1)
+    resid = bits - periodic
+    assert resid.var() < 0.8 * bits.var()
+
+
+def test_backlog_builds_when_one_server_is_overloaded():
+    s = mecjax.Scenario(n_devices=150, task_cycles_min=9e7, task_cycles_max=1e8, battery_capacity_j=100)
+    obs, state = env.reset(jax.random.key(0), s)
+    dec = env.Decision(jnp.ones(150, jnp.int32), jnp.full(3, 0.5))
+    _, state2, _, _, info1 = env.step(jax.random.key(1), state, dec, s)
+    work = float(state.task_cycles.sum())
+    assert float(state2.backlog[0]) == pytest.approx(work - s.server_cpu_hz * s.slot_s, rel=1e-5)
+    _, _, _, _, info2 = env.step(jax.random.key(2), state2, dec, s)
+    # Next slot, every task on server 1 waits for the backlog first.
+    assert float(info2["latency"].min()) >= float(state2.backlog[0]) / s.server_cpu_hz
+
+
+def test_battery_drains_and_harvests_within_bounds():
+    s = mecjax.Scenario(n_devices=16, battery_capacity_j=1.0, harvest_max_j=0.0)
+    obs, state = env.reset(jax.random.key(0), s)
+    local = env.Decision(jnp.zeros(16, jnp.int32), jnp.full(3, 0.5))
+    _, nxt, _, _, info = env.step(jax.random.key(1), state, local, s)
+    expect = np.clip(np.asarray(state.battery) - np.asarray(info["energy"]), 0, 1)
+    np.testing.assert_allclose(nxt.battery, expect, rtol=1e-6, atol=1e-7)
+    s2 = s.replace(harvest_max_j=5.0)
+    _, full, *_ = env.step(jax.random.key(1), state, local, s2)
+    assert float(full.battery.max()) <= 1.0
+
+
+def test_mobility_moves_devices_inside_the_area():
+    s = mecjax.Scenario(n_devices=32, mobility=True, mobility_step_m=50.0)
+    obs, state = env.reset(jax.random.key(0), s)
+    dec = env.Decision(jnp.zeros(32, jnp.int32), jnp.full(3, 0.5))
+    _, nxt, *_ = env.step(jax.random.key(1), state, dec, s)
+    moved = np.linalg.norm(np.asarray(nxt.positions - state.positions), axis=-1)
+    assert moved.max() > 0 and moved.max() <= 50.0 + 1e-3
+    assert float(nxt.positions.min()) >= 0 and float(nxt.positions.max()) <= s.area_m
+    assert not np.allclose(nxt.path_gain, state.path_gain)
+    static = s.replace(mobility=False)
+    _, nxt2, *_ = env.step(jax.random.key(1), state, dec, static)
+    np.testing.assert_array_equal(np.asarray(nxt2.positions), np.asarray(state.positions))
+
+
+def test_views_have_documented_shapes_and_are_finite(small):
+    obs, _ = env.reset(jax.random.key(0), small)
+    dv = env.device_view(obs, small)
+    sv = env.server_view(obs, small)
+    assert dv.shape == (small.n_devices, 5 + 3 * small.n_servers)
+    assert sv.shape == (small.n_servers, 4)
+    assert np.isfinite(dv).all() and np.isfinite(sv).all()
+    # Features are scaled to roughly unit range.
+    assert np.abs(dv).max() < 5
+
+
+def test_metrics_of_all_local_decision(small):
+    obs, state = env.reset(jax.random.key(0), small)
+    _, _, reward, _, info = env.step(jax.random.key(1), state,
+                                     env.Decision(jnp.zeros(small.n_devices, jnp.int32), jnp.full(3, 0.5)), small)
+    assert float(info["utility"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(info["offload_fraction"]) == 0.0
+    assert float(info["revenue"]) == 0.0
+    lat = np.asarray(state.task_cycles / state.cpu_freq)
+    assert float(info["latency_ms"]) == pytest.approx(1e3 * lat.mean(), rel=1e-5)
+    thr = np.asarray(state.task_bits) / lat
+    assert float(info["fairness"]) == pytest.approx(thr.sum() ** 2 / (len(thr) * (thr**2).sum()), rel=1e-5)
+    assert float(reward) == pytest.approx(-float(info["cost"].mean()), rel=1e-6)

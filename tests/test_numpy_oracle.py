@@ -1,0 +1,120 @@
+"""The JAX environment against the independent NumPy model, fed the same uniforms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mecjax
+from mecjax import env
+from mecjax.env import numpy_model as nm
+
+RTOL = 1e-5          # outcomes, metrics and well-conditioned state
+RTOL_CHANNEL = 5e-5  # channel gains: d^-3.76 amplifies float32 rounding of positions near a server
+
+B = 16
+
+
+def _rel_err(a, b, floor=1e-6):
+    """Max |a - b| / (|b| + floor * max|b|): relative, with a floor for values near 0."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    scale = np.abs(b) + floor * np.max(np.abs(b)) + 1e-300
+    return float(np.max(np.abs(a - b) / scale))
+
+
+def _assert_close(jax_tree, ref: dict, where: str):
+    for key, want in ref.items():
+        got = getattr(jax_tree, key) if hasattr(jax_tree, key) else jax_tree[key]
+        if np.asarray(want).dtype.kind in "iub":
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=f"{where}.{key}")
+            continue
+        if key == "utility":  # 1 - (cost ratio): compare the ratio, not the cancelling difference
+            got, want = 1.0 - np.asarray(got, np.float64), 1.0 - np.asarray(want)
+        tol = RTOL_CHANNEL if key in ("gain", "gain_observed", "path_gain") else RTOL
+        # Fading, burst, battery, backlog and leader utility are sums of terms that cancel near 0:
+        # compare them on the scale of the largest value.
+        cancels = key.startswith("fading") or key in ("leader_utility", "battery", "burst",
+                                                      "backlog", "positions")
+        err = _rel_err(got, want, floor=1.0 if cancels else 1e-6)
+        assert err <= tol, f"{where}.{key}: relative error {err:.2e} > {tol:.0e}"
+
+
+def _np_noise(tree):
+    return {k: np.asarray(v) for k, v in tree.items()}
+
+
+@pytest.mark.parametrize("mobility", [False, True])
+def test_jax_matches_numpy_over_a_trajectory(mobility):
+    s = mecjax.Scenario(n_devices=12, n_servers=3, mobility=mobility, mobility_step_m=20.0,
+                        harvest_max_j=0.05, battery_capacity_j=0.5)
+    keys = jax.random.split(jax.random.key(0), B)
+    rn = jax.vmap(env.reset_noise, (0, None))(keys, s)
+    state = jax.jit(jax.vmap(env.reset_from_noise, (0, None)), static_argnums=1)(rn, s)
+    ref = nm.reset_from_noise(_np_noise(rn), s)
+    _assert_close(state, ref, "reset")
+    transition = jax.jit(jax.vmap(env.transition, (0, 0, 0, None)), static_argnums=3)
+    rng = np.random.default_rng(1)
+    for t in range(12):
+        off = rng.integers(0, s.n_servers + 1, (B, s.n_devices))
+        prices = rng.uniform(s.price_min, s.price_max, (B, s.n_servers))
+        if t % 2:   # explicit valid shares every other slot
+            raw = rng.uniform(0.05, 1.0, (B, s.n_devices))
+            on = off[..., None] == np.arange(1, s.n_servers + 1)
+            tot = (on * raw[..., None]).sum(-2)
+            bw = np.where(off > 0, raw / np.maximum((on * tot[:, None, :]).sum(-1), 1e-9), 0.0)
+            cpu = np.where(off > 0, 1.0 / np.maximum((on * on.sum(-2)[:, None, :]).sum(-1), 1), 0.0)
+        else:
+            bw = cpu = None
+        dec = env.Decision(jnp.asarray(off, jnp.int32), jnp.asarray(prices, jnp.float32),
+                           None if bw is None else jnp.asarray(bw, jnp.float32),
+                           None if cpu is None else jnp.asarray(cpu, jnp.float32))
+        sn = jax.vmap(env.step_noise, (0, None))(jax.random.split(jax.random.key(100 + t), B), s)
+        # NumPy gets the float32-rounded decision the JAX side sees.
+        bw32 = None if bw is None else np.asarray(dec.bandwidth_share)
+        cpu32 = None if cpu is None else np.asarray(dec.cpu_share)
+        # Each slot starts NumPy from the JAX state, so float32 rounding does not compound
+        # through the fading recursion; the drift test below covers whole trajectories.
+        ref = {k: np.asarray(v, np.float64 if np.asarray(v).dtype.kind == "f" else None)
+               for k, v in vars(state).items()}
+        ref, ref_out, ref_met = nm.step_from_noise(ref, off, np.asarray(dec.prices), _np_noise(sn),
+                                                   s, bw32, cpu32)
+        _, state, reward, done, info = transition(state, dec, sn, s)
+        _assert_close(state, ref, f"slot {t} state")
+        _assert_close(info, ref_out, f"slot {t} outcome")
+        _assert_close(info, ref_met, f"slot {t} metrics")
+        assert not bool(np.any(info["invalid_decision"]))
+    # The trajectory exercised what it should: batteries ran low and forced offloading.
+    assert np.any(np.asarray(info["forced_offload"])) or np.any(ref["battery"] < 0.1)
+
+
+def test_evaluate_on_observation_uses_the_delayed_channel(small):
+    obs, state = env.reset(jax.random.key(3), small)
+    dec = env.Decision(jnp.ones(small.n_devices, jnp.int32), jnp.full(small.n_servers, 0.5))
+    ref = {k: v[0] for k, v in nm.evaluate({k: np.asarray(v)[None] for k, v in state.__dict__.items()},
+                                           np.ones((1, small.n_devices), int), np.full((1, 3), 0.5),
+                                           small, true_channel=False).items()}
+    out = env.evaluate(obs, dec, small)
+    for key in ("latency", "energy", "cost", "rate"):
+        assert _rel_err(getattr(out, key), ref[key]) <= RTOL
+    truth = env.evaluate(state, dec, small)
+    assert not np.allclose(truth.rate, out.rate)
+
+
+def test_whole_trajectory_does_not_drift(small):
+    """Float32 JAX and float64 NumPy over 30 slots from the same draws: no drift
+    beyond float32 rounding amplified by deep fades (mean cost within 1e-4)."""
+    keys = jax.random.split(jax.random.key(5), B)
+    rn = jax.vmap(env.reset_noise, (0, None))(keys, small)
+    state = jax.vmap(env.reset_from_noise, (0, None))(rn, small)
+    ref = nm.reset_from_noise(_np_noise(rn), small)
+    transition = jax.jit(jax.vmap(env.transition, (0, 0, 0, None)), static_argnums=3)
+    off = np.tile(np.arange(small.n_devices) % (small.n_servers + 1), (B, 1))
+    prices = np.full((B, small.n_servers), 0.5, np.float32)
+    dec = env.Decision(jnp.asarray(off, jnp.int32), jnp.asarray(prices))
+    for t in range(30):
+        sn = jax.vmap(env.step_noise, (0, None))(jax.random.split(jax.random.key(t), B), small)
+        _, state, _, _, info = transition(state, dec, sn, small)
+        ref, _, met = nm.step_from_noise(ref, off, prices, _np_noise(sn), small)
+        np.testing.assert_allclose(info["mean_cost"], met["mean_cost"], rtol=1e-4)
+    np.testing.assert_allclose(state.battery, ref["battery"], rtol=1e-4, atol=1e-5)

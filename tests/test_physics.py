@@ -1,0 +1,158 @@
+"""The closed forms on hand-computed cases (DESIGN.md section 3)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mecjax
+from mecjax import env
+from mecjax.env import metrics, physics
+
+S = mecjax.Scenario(n_devices=3, n_servers=2, kappa=1e-27, bandwidth_hz=10e6, noise_w=1e-13,
+                    server_cpu_hz=10e9, alpha=1.0, beta=0.5, gamma=0.2)
+
+
+def hand_state(**over):
+    """A 3-device, 2-server state with round numbers."""
+    base = dict(
+        t=jnp.int32(0),
+        positions=jnp.zeros((3, 2)),
+        server_positions=jnp.zeros((2, 2)),
+        task_bits=jnp.array([1e5, 2e5, 5e5]),
+        task_cycles=jnp.array([1e7, 4e7, 9e7]),
+        cpu_freq=jnp.array([1e9, 2e9, 1.5e9]),
+        tx_power=jnp.array([0.2, 0.1, 0.5]),
+        path_gain=jnp.ones((3, 2)) * 1e-11,
+        fading_re=jnp.ones((3, 2)),
+        fading_im=jnp.zeros((3, 2)),
+        gain=jnp.array([[1e-11, 3e-12], [2e-12, 5e-11], [1e-10, 1e-12]]),
+        gain_observed=jnp.array([[1e-11, 3e-12], [2e-12, 5e-11], [1e-10, 1e-12]]),
+        battery=jnp.full((3,), 10.0),
+        backlog=jnp.array([0.0, 5e9]),
+        prices=jnp.array([0.5, 0.5]),
+        load_phase=jnp.zeros(3),
+        burst=jnp.zeros(3),
+    )
+    base.update(over)
+    return env.EnvState(**{k: jnp.asarray(v, jnp.int32 if k == "t" else jnp.float32)
+                           for k, v in base.items()})
+
+
+def test_local_task_latency_and_energy():
+    out = env.evaluate(hand_state(), env.Decision(jnp.zeros(3, jnp.int32), jnp.array([0.5, 0.5])), S)
+    c = np.array([1e7, 4e7, 9e7])
+    f = np.array([1e9, 2e9, 1.5e9])
+    np.testing.assert_allclose(out.latency, c / f, rtol=1e-6)          # 10 ms, 20 ms, 60 ms
+    np.testing.assert_allclose(out.energy, 1e-27 * f**2 * c, rtol=1e-6)  # 0.01 J, 0.16 J, 0.2025 J
+    np.testing.assert_allclose(out.payment, 0.0)
+    np.testing.assert_allclose(out.rate, 0.0)
+    np.testing.assert_allclose(out.cost, c / f + 0.5 * 1e-27 * f**2 * c, rtol=1e-6)
+
+
+def test_offloaded_task_rate_time_energy_and_payment():
+    # Device 0 alone on server 1 (no backlog); devices 1 and 2 share server 2 (backlog 5e9 cycles).
+    dec = env.Decision(jnp.array([1, 2, 2], jnp.int32), jnp.array([0.4, 1.5]))
+    out = env.evaluate(hand_state(), dec, S)
+    # Device 0: full 10 MHz, SNR = 0.2 * 1e-11 / 1e-13 = 20.
+    r0 = 10e6 * math.log2(1 + 20.0)
+    # Devices 1, 2: half of 10 MHz each, SNR 0.1 * 5e-11 / 1e-13 = 50 and 0.5 * 1e-12 / 1e-13 = 5.
+    r1 = 5e6 * math.log2(51.0)
+    r2 = 5e6 * math.log2(6.0)
+    np.testing.assert_allclose(out.rate, [r0, r1, r2], rtol=1e-5)
+    wait = 5e9 / 10e9  # backlog ahead on server 2: 0.5 s
+    lat = [1e5 / r0 + 1e7 / 10e9,
+           2e5 / r1 + wait + 4e7 / 5e9,
+           5e5 / r2 + wait + 9e7 / 5e9]
+    np.testing.assert_allclose(out.latency, lat, rtol=1e-5)
+    np.testing.assert_allclose(out.energy, [0.2 * 1e5 / r0, 0.1 * 2e5 / r1, 0.5 * 5e5 / r2], rtol=1e-5)
+    np.testing.assert_allclose(out.payment, [0.4 * 0.01, 1.5 * 0.04, 1.5 * 0.09], rtol=1e-6)
+    np.testing.assert_allclose(out.cost, np.array(lat) + 0.5 * np.asarray(out.energy)
+                               + 0.2 * np.asarray(out.payment), rtol=1e-6)
+
+
+def test_explicit_shares_are_used():
+    dec = env.Decision(jnp.array([2, 2, 0], jnp.int32), jnp.array([0.5, 0.5]),
+                       bandwidth_share=jnp.array([0.25, 0.75, 0.0]),
+                       cpu_share=jnp.array([0.6, 0.4, 0.0]))
+    out = env.evaluate(hand_state(backlog=jnp.zeros(2)), dec, S)
+    r0 = 0.25 * 10e6 * math.log2(1 + 0.2 * 3e-12 / 1e-13)
+    r1 = 0.75 * 10e6 * math.log2(1 + 0.1 * 5e-11 / 1e-13)
+    np.testing.assert_allclose(out.rate[:2], [r0, r1], rtol=1e-5)
+    np.testing.assert_allclose(out.latency[:2], [1e5 / r0 + 1e7 / (0.6 * 10e9),
+                                                 2e5 / r1 + 4e7 / (0.4 * 10e9)], rtol=1e-5)
+
+
+def test_path_gain_matches_3gpp_formula():
+    # 128.1 dB at 1 km, 128.1 - 37.6 = 90.5 dB at 100 m, clamped below min distance.
+    g = physics.path_gain(jnp.array([1000.0, 100.0, 1.0, 10.0]), 128.1, 37.6, 10.0)
+    np.testing.assert_allclose(g, [10**-12.81, 10**-9.05, 10 ** (-(128.1 - 2 * 37.6) / 10),
+                                   10 ** (-(128.1 - 2 * 37.6) / 10)], rtol=2e-6)
+
+
+def test_queue_backlog_carries_over():
+    q = physics.queue_wait(jnp.float32(2e10), 1e10)
+    assert float(q) == pytest.approx(2.0)
+    from mecjax.env import dynamics
+    nxt = dynamics.backlog_update(jnp.array([0.0, 3e9]), jnp.array([1.5e10, 1e9]), 1e10, 1.0)
+    np.testing.assert_allclose(nxt, [5e9, 0.0], rtol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(1e6, 1e8), min_size=1, max_size=12))
+def test_sqrt_cycle_cpu_shares_total_time_and_optimality(cycles):
+    c = jnp.asarray(cycles, jnp.float32)
+    n = c.shape[0]
+    off = jnp.ones(n, jnp.int32)
+    share = physics.sqrt_cycle_cpu_shares(off, c, 1)
+    assert float(share.sum()) == pytest.approx(1.0, rel=1e-5)
+    total = float(jnp.sum(physics.edge_compute_time(c, share, 1e10)))
+    assert total == pytest.approx(float(jnp.sum(jnp.sqrt(c))) ** 2 / 1e10, rel=1e-4)
+    equal = float(jnp.sum(physics.edge_compute_time(c, physics.equal_shares(off, 1), 1e10)))
+    assert total <= equal * (1 + 1e-5)
+    # No random feasible allocation beats it.
+    rnd = jax.random.dirichlet(jax.random.key(n), jnp.ones(n), (64,))
+    others = jnp.sum(c / (rnd * 1e10), axis=-1)
+    assert float(others.min()) >= total * (1 - 1e-4)
+
+
+def test_sqrt_shares_strictly_beat_equal_shares_on_unequal_tasks():
+    c = jnp.array([1e6, 1e8, 4e7])
+    off = jnp.array([1, 1, 1])
+    opt = jnp.sum(physics.edge_compute_time(c, physics.sqrt_cycle_cpu_shares(off, c, 1), 1e10))
+    eq = jnp.sum(physics.edge_compute_time(c, physics.equal_shares(off, 1), 1e10))
+    assert float(opt) < 0.9 * float(eq)
+
+
+def test_equal_shares_split_per_server():
+    share = physics.equal_shares(jnp.array([0, 1, 1, 2, 1, 0]), 2)
+    np.testing.assert_allclose(share, [0, 1 / 3, 1 / 3, 1, 1 / 3, 0], rtol=1e-6)
+
+
+def test_jain_fairness_extremes():
+    assert float(metrics.jain_fairness(jnp.ones(7))) == pytest.approx(1.0)
+    assert float(metrics.jain_fairness(jnp.array([5.0, 0, 0, 0]))) == pytest.approx(0.25)
+    assert float(metrics.jain_fairness(jnp.array([1.0, 3.0]))) == pytest.approx(16 / 20)
+
+
+def test_empty_battery_forces_offloading_to_best_observed_server():
+    st_ = hand_state(battery=jnp.array([10.0, 0.001, 10.0]))
+    out = env.evaluate(st_, env.Decision(jnp.zeros(3, jnp.int32), jnp.array([0.5, 0.5])), S)
+    # Device 1 cannot pay 0.16 J for local work: it offloads to its best observed server (2).
+    np.testing.assert_array_equal(out.offload, [0, 2, 0])
+    assert float(out.rate[1]) > 0
+
+
+def test_leader_utility_eq15():
+    from mecjax.env.metrics import server_accounts
+    p = S.params()
+    acc = server_accounts(jnp.array([1, 1, 0]), jnp.array([2.0, 1.0]),
+                          jnp.array([1e9, 3e9, 5e9]), jnp.array([0.2, 0.4, 9.0]), p)
+    e = S.server_kappa * 1e20 * 4e9
+    np.testing.assert_allclose(acc["leader_utility"], [2.0 * 4 - S.leader_lambda * e - S.leader_mu * 0.3, 0.0],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(acc["revenue"], [8.0, 0.0], rtol=1e-6)
