@@ -38,6 +38,25 @@ def _bench(args: argparse.Namespace) -> int:
     raise SystemExit(f"unknown benchmark {args.what!r}")
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from mecjax.experiments.reproduce import Settings, reproduce
+
+    base = Settings.full() if args.full else Settings()
+    settings = Settings(instances=args.instances or base.instances,
+                        slots=args.slots or base.slots, seed=args.seed,
+                        sizes=args.sizes or base.sizes)
+    reproduce(settings, out_dir=args.out, cache_dir=args.cache)
+    return 0
+
+
+def _optgap(args: argparse.Namespace) -> int:
+    from mecjax.experiments.optimality_gap import run
+
+    run(n_devices=args.n_devices, n_servers=args.n_servers, n_slots=args.slots, seed=args.seed,
+        out_dir=args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mecjax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="results/benchmarks", help="where tables are written")
     bench.add_argument("--no-write", action="store_true", help="print only")
     bench.set_defaults(func=_bench)
+
+    rep = sub.add_parser("reproduce", help="regenerate the paper's tables and figures")
+    rep.add_argument("--full", action="store_true",
+                     help="paper scale (256 instances x 100 slots per cell): for a GPU")
+    rep.add_argument("--instances", type=int, help="instances per cell (default 16)")
+    rep.add_argument("--slots", type=int, help="slots per instance (default 20)")
+    rep.add_argument("--sizes", type=_ints, help="device counts (default 50,100,150)")
+    rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument("--out", default="results", help="where tables and figures are written")
+    rep.add_argument("--cache", help="where finished cells are kept (default OUT/reproduce_cells)")
+    rep.set_defaults(func=_reproduce)
+
+    gap = sub.add_parser("optgap", help="optimality gap of the heuristics to the exact optimum")
+    gap.add_argument("--n-devices", type=int, default=8)
+    gap.add_argument("--n-servers", type=int, default=3)
+    gap.add_argument("--slots", type=int, default=64, help="random slots")
+    gap.add_argument("--seed", type=int, default=0)
+    gap.add_argument("--out", default="results")
+    gap.set_defaults(func=_optgap)
     return parser
 
 

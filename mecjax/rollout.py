@@ -66,7 +66,7 @@ def t_quantile_975(dof: int) -> float:
     """Student-t 97.5% quantile (Cornish-Fisher expansion; exact to 1e-3 for dof >= 3)."""
     if dof < 1:
         return math.inf
-    table = {1: 12.706, 2: 4.303}
+    table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}
     if dof in table:
         return table[dof]
     z = 1.959963984540054

@@ -290,9 +290,10 @@ def check_decision(decision: Decision, params: Params) -> None:
 # Evaluation of a decision in a state, without advancing time.
 # --------------------------------------------------------------------------
 
-def _forced_offload(offload, battery, cycles, cpu_freq, gain_observed, p):
-    """A device whose battery cannot pay for local execution offloads to its
-    best observed server instead (DESIGN.md: an empty battery forces offloading)."""
+def forced_offload(offload, battery, cycles, cpu_freq, gain_observed, p):
+    """[N] the executed actions: a device whose battery cannot pay for local
+    execution offloads to its best observed server instead (DESIGN.md: an
+    empty battery forces offloading)."""
     cannot_local = battery < physics.local_energy(cycles, cpu_freq, p.kappa)
     best = jnp.argmax(gain_observed, axis=-1).astype(jnp.int32) + 1
     return jnp.where((offload == 0) & cannot_local, best, offload)
@@ -303,7 +304,7 @@ def evaluate_arrays(task_bits, task_cycles, cpu_freq, tx_power, gain, gain_obser
     """Per-device outcome of a (valid) decision given the raw arrays, all [N] / [N, M] / [M]."""
     p = as_params(params)
     m = p.n_servers
-    off = _forced_offload(decision.offload, battery, task_cycles, cpu_freq, gain_observed, p)
+    off = forced_offload(decision.offload, battery, task_cycles, cpu_freq, gain_observed, p)
     onehot = physics.server_onehot(off, m)
     offloading = off > 0
     bw = repair_shares(decision.bandwidth_share, off, m)

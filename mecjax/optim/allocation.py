@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from mecjax.config import as_params
 from mecjax.env import physics
+from mecjax.env.env import forced_offload
 from mecjax.env.types import Decision, EnvState
 
 
@@ -48,7 +49,10 @@ def optimal_cpu_shares(view, offload, params):
 
 
 def allocate(view, offload, prices, params) -> Decision:
-    """The decision with optimal bandwidth and CPU shares for ``offload``."""
-    offload = jnp.asarray(offload, jnp.int32)
+    """The decision with optimal bandwidth and CPU shares for the assignment
+    that will be executed: ``offload`` after empty-battery forcing."""
+    p = as_params(params)
+    offload = forced_offload(jnp.asarray(offload, jnp.int32), view.battery, view.task_cycles,
+                             view.cpu_freq, view.gain_observed, p)
     return Decision(offload, prices, optimal_bandwidth_shares(view, offload, params),
                     optimal_cpu_shares(view, offload, params))

@@ -47,14 +47,19 @@ class PSOState:
     best_fitness: jax.Array  # []
 
 
-def init(n_devices: int, n_options: int, config: PSOConfig = PSOConfig(), seed_x=None) -> PSOState:
+def init(n_devices: int, n_options: int, config: PSOConfig = PSOConfig(), seed_x=None,
+         seed_fitness=None) -> PSOState:
+    """Uniform confidences; a seed (with its fitness, required) starts the bests."""
+    if seed_x is not None and seed_fitness is None:
+        raise ValueError("pso.init: seed_fitness is required with seed_x (the objective of the "
+                         "seed); tell never evaluates the seed itself")
     p = config.particles
     conf = jnp.full((p, n_devices, n_options), 1.0 / n_options, jnp.float32)
     best = jnp.zeros((n_devices,), jnp.int32) if seed_x is None else seed_x.astype(jnp.int32)
+    best_f = jnp.float32(jnp.inf) if seed_x is None else jnp.asarray(seed_fitness, jnp.float32)
     return PSOState(confidence=conf, velocity=jnp.zeros_like(conf),
                     personal_x=jnp.broadcast_to(best, (p, n_devices)),
-                    personal_f=jnp.full((p,), jnp.inf), best_x=best,
-                    best_fitness=jnp.float32(jnp.inf))
+                    personal_f=jnp.full((p,), best_f), best_x=best, best_fitness=best_f)
 
 
 def ask(key, state: PSOState):
@@ -90,9 +95,8 @@ def tell(key, state: PSOState, x, fitness, config: PSOConfig = PSOConfig()) -> P
 def search(key, fitness_fn: Callable, n_devices: int, n_options: int,
            config: PSOConfig = PSOConfig(), seed_x=None):
     """Run PSO for ``config.iterations``; returns ``(best_x [N], best_fitness)``."""
-    state = init(n_devices, n_options, config, seed_x)
-    if seed_x is not None:
-        state = state.replace(best_fitness=fitness_fn(state.best_x[None])[0])
+    seed_fitness = None if seed_x is None else fitness_fn(seed_x[None].astype(jnp.int32))[0]
+    state = init(n_devices, n_options, config, seed_x, seed_fitness)
 
     def iteration(state, k):
         k1, k2 = jax.random.split(k)

@@ -56,12 +56,17 @@ def _bits(x, q: int):
     return (x[..., None] >> jnp.arange(q)) & 1
 
 
-def init(n_devices: int, n_options: int, config: QIOConfig = QIOConfig(), seed_x=None) -> QIOState:
+def init(n_devices: int, n_options: int, config: QIOConfig = QIOConfig(), seed_x=None,
+         seed_fitness=None) -> QIOState:
     """Uniform superposition (theta = pi/4), or biased towards ``seed_x`` [N].
 
     A seed sets each qubit so that the seed's bit has probability ``seed_bias``
-    and becomes the initial best (its fitness is set by the first ``tell``).
+    and becomes the initial best with fitness ``seed_fitness`` (required with a
+    seed: ``tell`` only sees the measured population, never the seed).
     """
+    if seed_x is not None and seed_fitness is None:
+        raise ValueError("qio.init: seed_fitness is required with seed_x (the objective of the "
+                         "seed); tell never evaluates the seed itself")
     q = n_qubits(n_options)
     theta = jnp.full((config.population, n_devices, q), math.pi / 4, jnp.float32)
     best = jnp.zeros((n_devices,), jnp.int32)
@@ -70,8 +75,8 @@ def init(n_devices: int, n_options: int, config: QIOConfig = QIOConfig(), seed_x
         bits = _bits(seed_x.astype(jnp.int32), q)
         theta = jnp.broadcast_to(jnp.where(bits == 1, toward, math.pi / 2 - toward), theta.shape)
         best = seed_x.astype(jnp.int32)
-    return QIOState(theta=theta, best_x=best, best_fitness=jnp.float32(jnp.inf),
-                    generation=jnp.int32(0))
+    best_fitness = jnp.float32(jnp.inf) if seed_x is None else jnp.asarray(seed_fitness, jnp.float32)
+    return QIOState(theta=theta, best_x=best, best_fitness=best_fitness, generation=jnp.int32(0))
 
 
 def ask(key, state: QIOState, n_options: int):
@@ -104,9 +109,8 @@ def search(key, fitness_fn: Callable, n_devices: int, n_options: int,
 
     ``fitness_fn``: [P, N] int -> [P] objective (lower is better).
     """
-    state = init(n_devices, n_options, config, seed_x)
-    if seed_x is not None:
-        state = state.replace(best_fitness=fitness_fn(state.best_x[None])[0])
+    seed_fitness = None if seed_x is None else fitness_fn(seed_x[None].astype(jnp.int32))[0]
+    state = init(n_devices, n_options, config, seed_x, seed_fitness)
 
     def generation(state, k):
         x = ask(k, state, n_options)
