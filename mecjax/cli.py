@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 
@@ -27,6 +28,52 @@ def enable_compilation_cache(path: str | None = None) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
+@contextlib.contextmanager
+def profiled(trace_dir: str | None):
+    """Write a jax.profiler trace of the enclosed work to ``trace_dir`` (if given).
+
+    Open it with TensorBoard's profile plugin (``tensorboard --logdir DIR``) or load
+    the ``*.trace.json.gz`` under DIR/plugins/profile/ into https://ui.perfetto.dev.
+    """
+    if not trace_dir:
+        yield
+        return
+    import jax
+
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+        yield
+    print(f"profile trace written under {trace_dir}")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from mecjax.sweep import SweepSpec, parse_grid_item, run_sweep
+
+    if args.distributed:
+        from mecjax.sharding import maybe_initialize_distributed
+
+        maybe_initialize_distributed()
+    try:
+        grid = tuple(parse_grid_item(g) for g in (args.grid or ["n_devices=50,100,150"]))
+        names = tuple(n.strip() for n in args.schedulers.split(",") if n.strip())
+        from mecjax.schedulers import available
+
+        unknown = [n for n in names if n not in available()]
+        if unknown:
+            raise ValueError(f"unknown scheduler(s) {unknown}; available: {', '.join(available())}")
+        from mecjax.config import Scenario
+
+        for name, values in grid:
+            for v in values:
+                Scenario(**{name: v})  # names the invalid field and its allowed range
+    except ValueError as err:
+        raise SystemExit(f"mecjax sweep: {err}")
+    spec = SweepSpec(schedulers=names, grid=grid, instances=args.instances, slots=args.slots,
+                     seed=args.seed)
+    with profiled(args.profile):
+        run_sweep(spec, args.out, shard=not args.no_shard)
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     if args.what == "env":
         from mecjax.bench import bench_env
@@ -34,6 +81,19 @@ def _bench(args: argparse.Namespace) -> int:
         bench_env(ns=args.ns or (50, 150, 1000), batches=args.batches or (1, 64, 1024, 8192),
                   out_dir=None if args.no_write else args.out, budget=args.budget,
                   repeats=args.repeats)
+        return 0
+    if args.what == "optim":
+        from mecjax.bench_optim import bench_optim
+
+        bench_optim(ns=args.ns or (50, 150), batches=args.batches or (1, 64, 1024),
+                    out_dir=None if args.no_write else args.out, repeats=args.repeats,
+                    population=args.population, iterations=args.iterations,
+                    numpy_budget=args.numpy_budget, time_limit_s=args.time_limit)
+        return 0
+    if args.what == "scale":
+        from mecjax.bench_scale import bench_scale
+
+        bench_scale(out_dir=None if args.no_write else args.out, repeats=args.repeats)
         return 0
     raise SystemExit(f"unknown benchmark {args.what!r}")
 
@@ -45,7 +105,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     settings = Settings(instances=args.instances or base.instances,
                         slots=args.slots or base.slots, seed=args.seed,
                         sizes=args.sizes or base.sizes)
-    reproduce(settings, out_dir=args.out, cache_dir=args.cache)
+    with profiled(args.profile):
+        reproduce(settings, out_dir=args.out, cache_dir=args.cache)
     return 0
 
 
@@ -62,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("bench", help="throughput benchmarks against NumPy")
-    bench.add_argument("what", choices=["env"], help="what to benchmark")
+    bench.add_argument("what", choices=["env", "optim", "scale"], help="what to benchmark")
     bench.add_argument("--ns", type=_ints, help="device counts, e.g. 50,150,1000")
     bench.add_argument("--batches", type=_ints, help="instance batch sizes, e.g. 1,64,1024")
     bench.add_argument("--budget", type=float, default=4e6,
@@ -70,18 +131,42 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3, help="timed runs; the best is kept")
     bench.add_argument("--out", default="results/benchmarks", help="where tables are written")
     bench.add_argument("--no-write", action="store_true", help="print only")
+    bench.add_argument("--population", type=int, default=30, help="optim: population / particles")
+    bench.add_argument("--iterations", type=int, default=100, help="optim: generations per decision")
+    bench.add_argument("--numpy-budget", type=float, default=1e7,
+                       help="optim: device evaluations per timed NumPy QIO run (generations "
+                            "timed, scaled linearly to --iterations)")
+    bench.add_argument("--time-limit", type=float, default=20.0,
+                       help="optim: stop repeating once this many seconds were timed")
     bench.set_defaults(func=_bench)
 
     rep = sub.add_parser("reproduce", help="regenerate the paper's tables and figures")
     rep.add_argument("--full", action="store_true",
                      help="paper scale (256 instances x 100 slots per cell): for a GPU")
-    rep.add_argument("--instances", type=int, help="instances per cell (default 16)")
-    rep.add_argument("--slots", type=int, help="slots per instance (default 20)")
+    rep.add_argument("--instances", type=int, help="instances per cell (default 32)")
+    rep.add_argument("--slots", type=int, help="slots per instance (default 25)")
     rep.add_argument("--sizes", type=_ints, help="device counts (default 50,100,150)")
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--out", default="results", help="where tables and figures are written")
     rep.add_argument("--cache", help="where finished cells are kept (default OUT/reproduce_cells)")
+    rep.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace to DIR")
     rep.set_defaults(func=_reproduce)
+
+    sw = sub.add_parser("sweep", help="grid over scenario parameters and schedulers, sharded")
+    sw.add_argument("--schedulers", default="local,best_response,qio_mec",
+                    help="comma-separated scheduler names")
+    sw.add_argument("--grid", action="append", metavar="FIELD=V1,V2",
+                    help="a Scenario field and its values; repeat for more axes "
+                         "(default n_devices=50,100,150); the first is the figure's x axis")
+    sw.add_argument("--instances", type=int, default=256)
+    sw.add_argument("--slots", type=int, default=10)
+    sw.add_argument("--seed", type=int, default=0)
+    sw.add_argument("--out", default="results/sweeps/default")
+    sw.add_argument("--no-shard", action="store_true", help="plain vmap on the default device")
+    sw.add_argument("--distributed", action="store_true",
+                    help="call jax.distributed.initialize() first (multi-host runs)")
+    sw.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace to DIR")
+    sw.set_defaults(func=_sweep)
 
     gap = sub.add_parser("optgap", help="optimality gap of the heuristics to the exact optimum")
     gap.add_argument("--n-devices", type=int, default=8)

@@ -26,3 +26,24 @@ def test_cli_bench_env_runs(tmp_path, capsys):
                  "--repeats", "1", "--out", str(tmp_path)]) == 0
     assert "N=    4 B=    3" in capsys.readouterr().out
     assert (tmp_path / "env_throughput.md").exists()
+
+
+def test_cli_bench_optim_runs(tmp_path):
+    assert main(["bench", "optim", "--ns", "5", "--batches", "2", "--iterations", "4",
+                 "--population", "4", "--numpy-budget", "80", "--repeats", "1",
+                 "--out", str(tmp_path)]) == 0
+    assert "| 5 | 2 |" in (tmp_path / "optim_throughput.md").read_text()
+
+
+def test_bench_scale_writes_table_figure_and_exponents(tmp_path):
+    from mecjax.bench_scale import bench_scale, growth_exponent
+
+    assert abs(growth_exponent([10, 100, 1000], [1.0, 10.0, 100.0], 10) - 1.0) < 1e-9
+    assert abs(growth_exponent([150, 300], [1.0, 4.0], 150) - 2.0) < 1e-9
+    res = bench_scale(ns=(8, 16), env_batch=2, batches=(1, 2), batch_n=8, qio_ns=(8, 16),
+                      qio_batch=1, qio_batches=(1, 2), qio_iterations=2, repeats=1, budget=100,
+                      out_dir=tmp_path, log=lambda *_: None)
+    assert set(res["exponents"]) == {"env_vs_n", "env_vs_batch", "qio_vs_n", "qio_vs_batch"}
+    assert len(res["rows"]["env_n"]) == 2 and res["rows"]["env_n"][0]["memory_bytes"] > 0
+    assert "fitted exponent" in (tmp_path / "scale.md").read_text()
+    assert (tmp_path / "scale.png").stat().st_size > 1000

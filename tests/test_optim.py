@@ -507,3 +507,21 @@ def test_pso_finds_the_optimum_of_a_separable_objective():
     n, k = 10, 4
     ok = _separable_success(lambda key, fit: pso.search(key, fit, n, k), n, k, 10)
     assert ok.sum() >= 8, ok
+
+
+def test_qio_personal_attractor_migrates_the_global_best():
+    """Han-Kim variant: individuals rotate towards their own bests, and every
+    migration_period generations the global best replaces them."""
+    n, k = 10, 4
+    table, fit = _separable(n, k, jax.random.key(8))
+    cfg = qio.QIOConfig(attractor="personal", migration_period=3)
+    st = qio.init(n, k, cfg)
+    for g in range(3):
+        x = qio.ask(jax.random.key(g), st, k)
+        st = qio.tell(st, x, fit(x), k, cfg)
+        if g < 2:
+            assert len({tuple(r) for r in np.asarray(st.personal_x).tolist()}) > 1
+    np.testing.assert_array_equal(np.asarray(st.personal_x),
+                                  np.broadcast_to(np.asarray(st.best_x), st.personal_x.shape))
+    with pytest.raises(ValueError, match="attractor"):
+        qio.tell(st, x, fit(x), k, qio.QIOConfig(attractor="nope"))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import json
 import platform
 import time
@@ -27,14 +26,15 @@ import numpy as np
 from mecjax import __version__
 from mecjax.config import Scenario
 from mecjax.experiments import paper
+from mecjax.experiments.cells import cell_path, load_cell, save_cell
 from mecjax.rollout import rollout, summarize
 from mecjax.schedulers import available, make
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    instances: int = 16
-    slots: int = 20
+    instances: int = 32
+    slots: int = 25
     seed: int = 0
     sizes: tuple[int, ...] = paper.SIZES
     n_servers: int = 3
@@ -48,10 +48,6 @@ class Settings:
         return {"method": method, "n_devices": n, "n_servers": self.n_servers,
                 "instances": self.instances, "slots": self.slots, "seed": self.seed,
                 "mecjax": __version__}
-
-
-def _digest(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def methods_in_order() -> list[tuple[str, str]]:
@@ -69,21 +65,6 @@ def run_cell(method: str, n: int, settings: Settings) -> dict:
             "wall_s": time.perf_counter() - t0}
 
 
-def load_cell(path: Path, config: dict) -> dict | None:
-    """A finished cell made with ``config``, or None (missing, corrupt or other settings)."""
-    try:
-        cell = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return cell if cell.get("config") == config else None
-
-
-def save_cell(path: Path, cell: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cell, indent=2))
-    tmp.replace(path)  # atomic: an interrupted write never leaves a half cell
-
-
 def reproduce(settings: Settings = Settings(), out_dir: str = "results",
               cache_dir: str | None = None, log=print) -> dict:
     out = Path(out_dir)
@@ -98,7 +79,7 @@ def reproduce(settings: Settings = Settings(), out_dir: str = "results",
     t_start = time.perf_counter()
     for k, (label, name, n) in enumerate(todo, 1):
         config = settings.cell_config(name, n)
-        path = cells_dir / f"{name}_N{n}_{_digest(config)}.json"
+        path = cell_path(cells_dir, f"{name}_N{n}", config)
         cell = load_cell(path, config)
         if cell is not None:
             log(f"  [{k}/{len(todo)}] {label} N={n}: done before, reused")

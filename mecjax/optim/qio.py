@@ -41,11 +41,18 @@ class QIOConfig:
     delta_theta: float = struct.field(pytree_node=False, default=0.02 * math.pi)
     theta_min: float = struct.field(pytree_node=False, default=0.02 * math.pi)
     seed_bias: float = struct.field(pytree_node=False, default=0.8)  # P(seed's bit) when seeded
+    # "global": every individual rotates towards the global best (the paper's eq. 20 text).
+    # "personal": Han and Kim's original QEA: towards its own best, with the global best
+    # migrating into every individual's attractor every ``migration_period`` generations.
+    attractor: str = struct.field(pytree_node=False, default="global")
+    migration_period: int = struct.field(pytree_node=False, default=10)
 
 
 @struct.dataclass
 class QIOState:
     theta: jax.Array       # [P, N, q] qubit angles
+    personal_x: jax.Array  # [P, N] each individual's best (attractor when attractor="personal")
+    personal_f: jax.Array  # [P]
     best_x: jax.Array      # [N] best offloading vector found
     best_fitness: jax.Array  # [] its objective (lower is better)
     generation: jax.Array  # [] int
@@ -76,7 +83,9 @@ def init(n_devices: int, n_options: int, config: QIOConfig = QIOConfig(), seed_x
         theta = jnp.broadcast_to(jnp.where(bits == 1, toward, math.pi / 2 - toward), theta.shape)
         best = seed_x.astype(jnp.int32)
     best_fitness = jnp.float32(jnp.inf) if seed_x is None else jnp.asarray(seed_fitness, jnp.float32)
-    return QIOState(theta=theta, best_x=best, best_fitness=best_fitness, generation=jnp.int32(0))
+    return QIOState(theta=theta, personal_x=jnp.broadcast_to(best, (config.population, n_devices)),
+                    personal_f=jnp.full((config.population,), best_fitness), best_x=best,
+                    best_fitness=best_fitness, generation=jnp.int32(0))
 
 
 def ask(key, state: QIOState, n_options: int):
@@ -88,19 +97,31 @@ def ask(key, state: QIOState, n_options: int):
 
 
 def tell(state: QIOState, x, fitness, n_options: int, config: QIOConfig = QIOConfig()) -> QIOState:
-    """Update the global best, then rotate every qubit towards the best's bits (eq. 20)."""
+    """Update the bests, then rotate every qubit towards its attractor's bits (eq. 20)."""
+    improved = fitness < state.personal_f
+    personal_x = jnp.where(improved[:, None], x, state.personal_x)
+    personal_f = jnp.where(improved, fitness, state.personal_f)
     k = jnp.argmin(fitness)
     better = fitness[k] < state.best_fitness
     best_x = jnp.where(better, x[k], state.best_x)
     best_fitness = jnp.where(better, fitness[k], state.best_fitness)
     q = state.theta.shape[-1]
-    target = _bits(best_x, q)[None]                       # [1, N, q]
+    if config.attractor == "global":
+        target = _bits(best_x, q)[None]                   # [1, N, q]
+    elif config.attractor == "personal":
+        migrate = (state.generation + 1) % config.migration_period == 0
+        personal_x = jnp.where(migrate, best_x[None], personal_x)
+        personal_f = jnp.where(migrate, best_fitness, personal_f)
+        target = _bits(personal_x, q)                     # [P, N, q]
+    else:
+        raise ValueError(f"QIOConfig.attractor must be 'global' or 'personal', got "
+                         f"{config.attractor!r}")
     measured = _bits(x, q)                                # [P, N, q]
     direction = jnp.where(measured == target, 0.0, jnp.where(target == 1, 1.0, -1.0))
     theta = jnp.clip(state.theta + config.delta_theta * direction, config.theta_min,
                      math.pi / 2 - config.theta_min)
-    return QIOState(theta=theta, best_x=best_x, best_fitness=best_fitness,
-                    generation=state.generation + 1)
+    return QIOState(theta=theta, personal_x=personal_x, personal_f=personal_f, best_x=best_x,
+                    best_fitness=best_fitness, generation=state.generation + 1)
 
 
 def search(key, fitness_fn: Callable, n_devices: int, n_options: int,
