@@ -74,6 +74,73 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_sets(items) -> dict:
+    """['hidden=64', 'lr=0.001'] -> {'hidden': 64, 'lr': 0.001} (ints, floats, tuples, strings)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"--set takes NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        parts = [p.strip() for p in v.split(",")]
+
+        def num(t):
+            for cast in (int, float):
+                try:
+                    return cast(t)
+                except ValueError:
+                    pass
+            return t
+
+        out[k.strip()] = tuple(num(p) for p in parts) if len(parts) > 1 else num(parts[0])
+    return out
+
+
+def _train(args: argparse.Namespace) -> int:
+    from mecjax import learners  # noqa: F401  (registers the learners)
+    from mecjax.config import Scenario
+    from mecjax.learners.base import get_learner
+    from mecjax.train import train
+
+    try:
+        learner = get_learner(args.method, **_parse_sets(args.set))
+        scenario = Scenario(n_devices=args.n_devices, n_servers=args.n_servers)
+    except ValueError as err:
+        raise SystemExit(f"mecjax train: {err}")
+    run_dir = args.run_dir or f"runs/{args.method}_N{args.n_devices}"
+    with profiled(args.profile):
+        train(learner, scenario, run_dir, total_updates=args.updates, chunk=args.chunk,
+              seed=args.seed, resume=args.resume)
+    print(f"run directory: {run_dir} (ckpt/, metrics.csv, learning_curve.png)")
+    return 0
+
+
+def _train_shipped(args: argparse.Namespace) -> int:
+    from mecjax import learners  # noqa: F401  (registers the learners)
+    from mecjax.config import Scenario
+    from mecjax.learners.base import get_learner
+    from mecjax.learners.recipes import RECIPES, SHIPPED_SIZES, shipped_dir
+    from mecjax.train import train
+
+    methods = args.methods.split(",") if args.methods else list(RECIPES)
+    for method in methods:
+        recipe = RECIPES[method]
+        for n in args.sizes or SHIPPED_SIZES:
+            run_dir = shipped_dir(method, n, args.root)
+            train(get_learner(method, **recipe["hyper"]), Scenario(n_devices=n), run_dir,
+                  total_updates=recipe["updates"], chunk=recipe["chunk"], seed=args.seed,
+                  resume=True, keep=1)
+    return 0
+
+
+def _compare_learned(args: argparse.Namespace) -> int:
+    from mecjax import learners  # noqa: F401
+    from mecjax.experiments.learned import run
+
+    run(sizes=args.sizes or (50, 150), instances=args.instances, slots=args.slots,
+        ckpt_root=args.root, out_dir=args.out)
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     if args.what == "env":
         from mecjax.bench import bench_env
@@ -89,6 +156,12 @@ def _bench(args: argparse.Namespace) -> int:
                     out_dir=None if args.no_write else args.out, repeats=args.repeats,
                     population=args.population, iterations=args.iterations,
                     numpy_budget=args.numpy_budget, time_limit_s=args.time_limit)
+        return 0
+    if args.what == "train":
+        from mecjax.bench_train import bench_train
+
+        bench_train(ns=args.ns or (50, 150), out_dir=None if args.no_write else args.out,
+                    repeats=args.repeats)
         return 0
     if args.what == "scale":
         from mecjax.bench_scale import bench_scale
@@ -123,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("bench", help="throughput benchmarks against NumPy")
-    bench.add_argument("what", choices=["env", "optim", "scale"], help="what to benchmark")
+    bench.add_argument("what", choices=["env", "optim", "scale", "train"], help="what to benchmark")
     bench.add_argument("--ns", type=_ints, help="device counts, e.g. 50,150,1000")
     bench.add_argument("--batches", type=_ints, help="instance batch sizes, e.g. 1,64,1024")
     bench.add_argument("--budget", type=float, default=4e6,
@@ -167,6 +240,35 @@ def build_parser() -> argparse.ArgumentParser:
                     help="call jax.distributed.initialize() first (multi-host runs)")
     sw.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace to DIR")
     sw.set_defaults(func=_sweep)
+
+    tr = sub.add_parser("train", help="train a learned scheduler, with checkpoints and resume")
+    tr.add_argument("method", help="drl_fgso, gat_mec or tsg_marl")
+    tr.add_argument("--n-devices", type=int, default=50)
+    tr.add_argument("--n-servers", type=int, default=3)
+    tr.add_argument("--updates", type=int, default=2000, help="training updates (slots)")
+    tr.add_argument("--chunk", type=int, default=100, help="updates per jitted chunk/checkpoint")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--run-dir", help="default runs/METHOD_N<n>")
+    tr.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    tr.add_argument("--set", action="append", metavar="NAME=VALUE",
+                    help="a hyper-parameter of the learner (repeatable)")
+    tr.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace to DIR")
+    tr.set_defaults(func=_train)
+
+    ts = sub.add_parser("train-shipped", help="train the checkpoints shipped in results/checkpoints")
+    ts.add_argument("--methods", help="comma-separated (default: all learned methods)")
+    ts.add_argument("--sizes", type=_ints, help="device counts (default 50,100,150)")
+    ts.add_argument("--root", default="results/checkpoints")
+    ts.add_argument("--seed", type=int, default=0)
+    ts.set_defaults(func=_train_shipped)
+
+    cl = sub.add_parser("compare-learned", help="shipped learned schedulers vs the references")
+    cl.add_argument("--sizes", type=_ints, help="device counts (default 50,150)")
+    cl.add_argument("--instances", type=int, default=32)
+    cl.add_argument("--slots", type=int, default=20)
+    cl.add_argument("--root", default="results/checkpoints")
+    cl.add_argument("--out", default="results")
+    cl.set_defaults(func=_compare_learned)
 
     gap = sub.add_parser("optgap", help="optimality gap of the heuristics to the exact optimum")
     gap.add_argument("--n-devices", type=int, default=8)

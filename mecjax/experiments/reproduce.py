@@ -26,7 +26,8 @@ import numpy as np
 from mecjax import __version__
 from mecjax.config import Scenario
 from mecjax.experiments import paper
-from mecjax.experiments.cells import cell_path, load_cell, save_cell
+from mecjax.experiments.cells import cell_path, digest, load_cell, save_cell
+from mecjax.learners.recipes import RECIPES, SHIPPED_ROOT, shipped_dir
 from mecjax.rollout import rollout, summarize
 from mecjax.schedulers import available, make
 
@@ -38,6 +39,7 @@ class Settings:
     seed: int = 0
     sizes: tuple[int, ...] = paper.SIZES
     n_servers: int = 3
+    methods: tuple[str, ...] | None = None  # scheduler names to run (default: all)
 
     @classmethod
     def full(cls) -> "Settings":
@@ -55,37 +57,63 @@ def methods_in_order() -> list[tuple[str, str]]:
     return list(paper.PAPER_METHODS.items()) + list(paper.REFERENCES.items())
 
 
-def run_cell(method: str, n: int, settings: Settings) -> dict:
+def learned_checkpoint(method: str, n: int, root: str) -> tuple[str, dict] | None:
+    """(run dir, identity) of the shipped checkpoint of a learned method, or None."""
+    from mecjax import checkpoint as ckpt
+
+    path = shipped_dir(method, n, root)
+    step = ckpt.latest_step(Path(path) / "ckpt") if (Path(path) / "ckpt").exists() else None
+    if step is None:
+        return None
+    return path, {"checkpoint": path, "step": step,
+                  "config": digest(ckpt.load_config(Path(path) / "ckpt"))}
+
+
+def run_cell(method: str, n: int, settings: Settings, config: dict,
+             checkpoint: str | None = None) -> dict:
     s = Scenario(n_devices=n, n_servers=settings.n_servers, horizon=settings.slots)
     t0 = time.perf_counter()
-    per_slot = rollout(make(method), s, jax.random.key(settings.seed), settings.instances,
-                       settings.slots)
+    sched = make(method, checkpoint=checkpoint) if checkpoint else make(method)
+    per_slot = rollout(sched, s, jax.random.key(settings.seed), settings.instances, settings.slots)
     jax.block_until_ready(per_slot)
-    return {"config": settings.cell_config(method, n), "summary": summarize(per_slot),
-            "wall_s": time.perf_counter() - t0}
+    return {"config": config, "summary": summarize(per_slot), "wall_s": time.perf_counter() - t0}
 
 
 def reproduce(settings: Settings = Settings(), out_dir: str = "results",
-              cache_dir: str | None = None, log=print) -> dict:
+              cache_dir: str | None = None, ckpt_root: str = SHIPPED_ROOT, log=print) -> dict:
+    from mecjax import learners  # noqa: F401  (registers the learners)
+
     out = Path(out_dir)
     cells_dir = Path(cache_dir) if cache_dir else out / "reproduce_cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
-    todo = [(label, name, n) for label, name in methods_in_order() if name in available()
-            for n in settings.sizes]
-    missing = [label for label, name in methods_in_order() if name not in available()]
+    todo, missing = [], []
+    for label, name in methods_in_order():
+        if settings.methods is not None and name not in settings.methods:
+            continue
+        if name not in available():
+            missing.append(label)
+            continue
+        for n in settings.sizes:
+            found = learned_checkpoint(name, n, ckpt_root) if name in RECIPES else None
+            if name in RECIPES and found is None:
+                missing.append(f"{label} N={n} (no checkpoint under {ckpt_root})")
+                continue
+            todo.append((label, name, n, found))
     log(f"mecjax reproduce: {len(todo)} cells ({settings.instances} instances x "
         f"{settings.slots} slots each); not implemented yet: {', '.join(missing) or 'none'}")
     cells = {}
     t_start = time.perf_counter()
-    for k, (label, name, n) in enumerate(todo, 1):
+    for k, (label, name, n, found) in enumerate(todo, 1):
         config = settings.cell_config(name, n)
+        if found is not None:
+            config["checkpoint"] = found[1]
         path = cell_path(cells_dir, f"{name}_N{n}", config)
         cell = load_cell(path, config)
         if cell is not None:
             log(f"  [{k}/{len(todo)}] {label} N={n}: done before, reused")
         else:
             t0 = time.perf_counter()
-            cell = run_cell(name, n, settings)
+            cell = run_cell(name, n, settings, config, found[0] if found else None)
             save_cell(path, cell)
             m = cell["summary"]
             log(f"  [{k}/{len(todo)}] {label} N={n}: latency {m['latency_ms']['mean']:.1f} ms, "
@@ -117,7 +145,7 @@ def _table(metric: str, cells, settings: Settings) -> list[str]:
             ref_txt = _fmt(metric, ref[paper.SIZES.index(n)]) if ref and n in paper.SIZES else "-"
             cell = cells.get((name, n))
             if cell is None:
-                row += ["not implemented yet", ref_txt]
+                row += ["not measured" if name in available() else "not implemented yet", ref_txt]
             else:
                 m = cell["summary"][metric]
                 row += [f"{_fmt(metric, m['mean'])} ± {_fmt(metric, m['ci95'])}", ref_txt]
@@ -189,9 +217,13 @@ def write_outputs(result: dict, cells, settings: Settings, out: Path) -> None:
         "Energy is per device per task. All methods face the same instances.",
         "",
         "Methods not implemented yet are marked so; their rows will be filled by the issues "
-        "that add them, never by hand.",
+        "that add them, never by hand. Learned methods run the checkpoints shipped under "
+        "`results/checkpoints/` (trained by `mecjax train-shipped`); a size without a "
+        "checkpoint is marked \"not measured\".",
         "",
     ]
+    if result["missing"]:
+        lines += ["Not measured in this run: " + "; ".join(result["missing"]) + ".", ""]
     for metric in ("latency_ms", "energy_j", "fairness"):
         lines += _table(metric, cells, settings)
     lines += ["### Table 5: ablation", "",

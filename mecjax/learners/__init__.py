@@ -1,0 +1,1 @@
+"""Learners: jitted training of the learned schedulers (PureJaxRL style)."""

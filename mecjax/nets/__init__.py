@@ -1,0 +1,1 @@
+"""Flax modules of the learned schedulers."""
