@@ -121,14 +121,19 @@ def _train_shipped(args: argparse.Namespace) -> int:
     from mecjax.learners.recipes import RECIPES, SHIPPED_SIZES, shipped_dir
     from mecjax.train import train
 
+    from mecjax.train import export_policy
+
     methods = args.methods.split(",") if args.methods else list(RECIPES)
     for method in methods:
         recipe = RECIPES[method]
         for n in args.sizes or SHIPPED_SIZES:
-            run_dir = shipped_dir(method, n, args.root)
+            # Full, resumable runs go to runs/; only the small policy is shipped.
+            run_dir = shipped_dir(method, n, args.runs)
             train(get_learner(method, **recipe["hyper"]), Scenario(n_devices=n), run_dir,
                   total_updates=recipe["updates"], chunk=recipe["chunk"], seed=args.seed,
                   resume=True, keep=1)
+            out = export_policy(run_dir, shipped_dir(method, n, args.root))
+            print(f"[{method}] N={n}: policy exported to {out}")
     return 0
 
 
@@ -258,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     ts = sub.add_parser("train-shipped", help="train the checkpoints shipped in results/checkpoints")
     ts.add_argument("--methods", help="comma-separated (default: all learned methods)")
     ts.add_argument("--sizes", type=_ints, help="device counts (default 50,100,150)")
-    ts.add_argument("--root", default="results/checkpoints")
+    ts.add_argument("--root", default="results/checkpoints", help="where the policies are shipped")
+    ts.add_argument("--runs", default="runs/shipped", help="where the full, resumable runs go")
     ts.add_argument("--seed", type=int, default=0)
     ts.set_defaults(func=_train_shipped)
 

@@ -157,15 +157,56 @@ def load_run(run_dir, expect: dict | None = None):
     return learner, scenario, state, config
 
 
+def _policy_target(learner: Learner, scenario: Scenario):
+    return jax.eval_shape(lambda: learner.policy(learner.init(jax.random.key(0), scenario)))
+
+
+def export_policy(run_dir, out_dir, keep: int = 1) -> Path:
+    """Save only the trained policy of ``run_dir`` (no replay buffers, optimizer
+    states or training instances) as a small checkpoint under ``out_dir/ckpt``:
+    what ``results/checkpoints/`` ships."""
+    learner, scenario, state, config = load_run(run_dir)
+    step = ckpt.latest_step(Path(run_dir) / "ckpt")
+    out = Path(out_dir) / "ckpt"
+    if ckpt.latest_step(out) == step:
+        return out
+    ckpt.save(out, step, learner.policy(state), {**config, "kind": "policy"}, keep=keep)
+    return out
+
+
+def load_policy_checkpoint(directory, expect: dict | None = None):
+    """``(learner, scenario, policy, config)`` from a run directory (full train
+    state) or an exported policy directory."""
+    ckpt_dir = Path(directory) / "ckpt"
+    config = ckpt.load_config(ckpt_dir)
+    learner = get_learner(config["method"], **config["hyper"])
+    scenario = Scenario(**config["scenario"])
+    if config.get("kind") == "policy":
+        policy, config, _ = ckpt.restore(ckpt_dir, _policy_target(learner, scenario), expect=expect)
+        return learner, scenario, policy, config
+    target = jax.eval_shape(lambda: learner.init(jax.random.key(0), scenario))
+    state, config, _ = ckpt.restore(ckpt_dir, target, expect=expect)
+    return learner, scenario, learner.policy(state), config
+
+
 @lru_cache(maxsize=32)
 def _cached_policy(run_dir: str, method: str, n_devices: int, n_servers: int, stamp: float):
-    learner, scenario, state, _ = load_run(run_dir, expect={"method": method})
+    _, scenario, policy, _ = load_policy_checkpoint(run_dir, expect={"method": method})
     if (scenario.n_devices, scenario.n_servers) != (n_devices, n_servers):
         raise ckpt.CheckpointMismatchError(
             f"checkpoint {run_dir} was trained for n_devices={scenario.n_devices}, "
             f"n_servers={scenario.n_servers} but the scenario has n_devices={n_devices}, "
             f"n_servers={n_servers}")
-    return learner.policy(state)
+    return policy
+
+
+def checkpoint_stamp(run_dir) -> str:
+    """Identity of the latest checkpoint in ``run_dir`` (step and modification time)."""
+    ckpt_dir = Path(run_dir) / "ckpt"
+    step = ckpt.latest_step(ckpt_dir)
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint under {ckpt_dir}")
+    return f"{step}@{(ckpt_dir / str(step)).stat().st_mtime_ns}"
 
 
 def load_policy(run_dir: str, method: str, n_devices: int, n_servers: int):
@@ -173,9 +214,4 @@ def load_policy(run_dir: str, method: str, n_devices: int, n_servers: int):
 
     Cached per run directory and modification time of its latest checkpoint.
     """
-    ckpt_dir = Path(run_dir) / "ckpt"
-    step = ckpt.latest_step(ckpt_dir)
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint under {ckpt_dir}")
-    stamp = (ckpt_dir / str(step)).stat().st_mtime
-    return _cached_policy(str(run_dir), method, n_devices, n_servers, stamp)
+    return _cached_policy(str(run_dir), method, n_devices, n_servers, checkpoint_stamp(run_dir))

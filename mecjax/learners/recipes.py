@@ -11,9 +11,9 @@ SHIPPED_SIZES = (50, 100, 150)
 SHIPPED_ROOT = "results/checkpoints"
 
 RECIPES: dict[str, dict] = {
-    "drl_fgso": {"hyper": {}, "updates": 2000, "chunk": 200},
+    "drl_fgso": {"hyper": {}, "updates": 10000, "chunk": 1000},
     "gat_mec": {"hyper": {}, "updates": 2000, "chunk": 200},
-    "tsg_marl": {"hyper": {}, "updates": 2000, "chunk": 200},
+    "tsg_marl": {"hyper": {}, "updates": 6000, "chunk": 500},
 }
 
 

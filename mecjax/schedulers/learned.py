@@ -21,6 +21,15 @@ from mecjax.schedulers.base import Scheduler
 @dataclasses.dataclass(frozen=True)
 class LearnedScheduler(Scheduler):
     checkpoint: str = ""
+    # Set from the checkpoint's latest step and time when built: schedulers are static
+    # jit arguments, so a retrained checkpoint must not reuse a stale compiled policy.
+    checkpoint_id: str = ""
+
+    def __post_init__(self):
+        if self.checkpoint and not self.checkpoint_id:
+            from mecjax.train import checkpoint_stamp
+
+            object.__setattr__(self, "checkpoint_id", checkpoint_stamp(self.checkpoint))
 
     def load_policy(self, key, params):
         """The policy pytree: from the checkpoint, or freshly initialised."""
