@@ -214,4 +214,8 @@ def load_policy(run_dir: str, method: str, n_devices: int, n_servers: int):
 
     Cached per run directory and modification time of its latest checkpoint.
     """
-    return _cached_policy(str(run_dir), method, n_devices, n_servers, checkpoint_stamp(run_dir))
+    # Schedulers load their policy inside the rollout's trace; restoring there would
+    # turn the arrays into tracers, which the cache would then leak. Restore eagerly.
+    with jax.ensure_compile_time_eval():
+        return _cached_policy(str(run_dir), method, n_devices, n_servers,
+                              checkpoint_stamp(run_dir))

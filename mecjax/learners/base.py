@@ -26,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+from mecjax.registry import build
+
 LEARNERS: dict[str, type] = {}
 
 
@@ -56,12 +58,5 @@ def register_learner(cls):
 
 
 def get_learner(name: str, **hyper) -> Learner:
-    if name not in LEARNERS:
-        raise ValueError(f"unknown learner {name!r}; available: {', '.join(sorted(LEARNERS))}")
-    cls = LEARNERS[name]
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(hyper) - fields
-    if unknown:
-        raise ValueError(f"learner {name!r} has no hyper-parameter(s) {sorted(unknown)}; "
-                         f"its hyper-parameters are {sorted(fields)}")
-    return cls(**hyper)
+    """Build a registered learner, e.g. ``get_learner("drl_fgso", n_envs=32)``."""
+    return build(LEARNERS, "learner", name, hyper, what="hyper-parameter")

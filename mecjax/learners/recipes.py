@@ -12,7 +12,7 @@ SHIPPED_ROOT = "results/checkpoints"
 
 RECIPES: dict[str, dict] = {
     "drl_fgso": {"hyper": {}, "updates": 10000, "chunk": 1000},
-    "gat_mec": {"hyper": {}, "updates": 2000, "chunk": 200},
+    "gat_mec": {"hyper": {}, "updates": 10000, "chunk": 1000},
     "tsg_marl": {"hyper": {}, "updates": 6000, "chunk": 500},
 }
 

@@ -22,6 +22,7 @@ from flax import struct
 
 from mecjax.config import as_params
 from mecjax.env.types import Decision, Observation
+from mecjax.registry import build
 
 
 @struct.dataclass
@@ -75,12 +76,4 @@ def available() -> list[str]:
 
 def make(name: str, **options) -> Scheduler:
     """Build a registered scheduler by name, e.g. ``make("qio_mec", iterations=50)``."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown scheduler {name!r}; available: {', '.join(available())}")
-    cls = _REGISTRY[name]
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(options) - fields
-    if unknown:
-        raise ValueError(f"scheduler {name!r} has no option(s) {sorted(unknown)}; "
-                         f"its options are {sorted(fields)}")
-    return cls(**options)
+    return build(_REGISTRY, "scheduler", name, options)
