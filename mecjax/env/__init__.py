@@ -2,12 +2,13 @@
 
 from mecjax.env.env import (advance, check_decision, device_view, evaluate, evaluate_arrays,
                             observe, repair_shares, reset, reset_from_noise, reset_noise,
-                            sanitize_decision, server_view, step, step_noise, transition)
+                            reset_where, sanitize_decision, server_view, step, step_noise,
+                            transition)
 from mecjax.env.types import Decision, EnvState, Observation, Outcome
 
 __all__ = [
     "Decision", "EnvState", "Observation", "Outcome", "advance", "check_decision",
     "device_view", "evaluate", "evaluate_arrays", "observe", "repair_shares", "reset",
-    "reset_from_noise", "reset_noise", "sanitize_decision", "server_view", "step",
+    "reset_from_noise", "reset_noise", "reset_where", "sanitize_decision", "server_view", "step",
     "step_noise", "transition",
 ]

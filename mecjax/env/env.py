@@ -385,6 +385,21 @@ def reset(key: jax.Array, params: Params) -> tuple[Observation, EnvState]:
     return _reset(key, params)
 
 
+def reset_where(key: jax.Array, done, obs: Observation, state: EnvState, params: Params):
+    """Batched auto-reset for training loops: the instances whose ``done`` [B]
+    is True are replaced by fresh ones (keys split from ``key``), the others
+    kept. The resets are skipped when no instance is done."""
+    b = done.shape[0]
+    fresh_obs, fresh_state = jax.lax.cond(
+        jnp.any(done), lambda: jax.vmap(reset, (0, None))(jax.random.split(key, b), params),
+        lambda: (obs, state))
+
+    def pick(fresh, old):
+        return jnp.where(done.reshape((b,) + (1,) * (old.ndim - 1)), fresh, old)
+
+    return jax.tree.map(pick, fresh_obs, obs), jax.tree.map(pick, fresh_state, state)
+
+
 def transition(state: EnvState, decision: Decision, noise, params: Params):
     """Deterministic core of :func:`step` given the step's uniforms."""
     p = as_params(params)

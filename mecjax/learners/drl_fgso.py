@@ -367,22 +367,10 @@ class DRLFGSO(Learner):
                               lambda: net, lambda: state.target_params)
 
         # 5. Auto-reset finished instances (servers back to the initial price).
-        def reset_done(args):
-            next_obs, next_env, leader = args
-            fresh_obs, fresh_env = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, b), p)
-            fresh_leader = leader_init(p)
-
-            def pick(fresh, old):
-                mask = done.reshape((b,) + (1,) * (old.ndim - 1))
-                return jnp.where(mask, fresh, old)
-
-            return (jax.tree.map(pick, fresh_obs, next_obs),
-                    jax.tree.map(pick, fresh_env, next_env),
-                    jax.tree.map(lambda f, o: pick(jnp.broadcast_to(f, o.shape), o),
-                                 fresh_leader, leader))
-
-        next_obs, next_env, leader = jax.lax.cond(jnp.any(done), reset_done, lambda a: a,
-                                                  (next_obs, next_env, leader))
+        next_obs, next_env = env.reset_where(k_reset, done, next_obs, next_env, p)
+        leader = jax.tree.map(
+            lambda f, o: jnp.where(done.reshape((b,) + (1,) * (o.ndim - 1)),
+                                   jnp.broadcast_to(f, o.shape), o), leader_init(p), leader)
 
         new_state = DRLTrainState(params=net, target_params=target, opt_state=opt_state,
                                   buffer=buf, data_count=data_count, env_state=next_env,

@@ -74,15 +74,9 @@ from mecjax.env.types import Decision, EnvState, Observation
 from mecjax.learners.base import Learner, register_learner
 from mecjax.nets.gat import GATMECNet
 from mecjax.optim.allocation import allocate, optimal_bandwidth_shares, optimal_cpu_shares
+from mecjax.optim.pricing import initial_prices as fixed_prices
 
 _FEATURE_CLIP = 5.0
-
-
-def fixed_prices(params):
-    """[M] every server posts the scenario's initial price (as
-    ``mecjax.schedulers.base.fixed_prices``; learners do not import schedulers)."""
-    p = as_params(params)
-    return jnp.full((p.n_servers,), p.price_init, jnp.float32)
 
 
 def observation_features(obs: Observation, params):
@@ -305,20 +299,14 @@ class GATMECLearner(Learner):
         net_params = optax.apply_updates(ts.params, updates)
 
         done, next_obs, next_state = aux["done"], aux["next_obs"], aux["next_state"]
-        fresh_obs, fresh_state = jax.lax.cond(
-            jnp.any(done),
-            lambda: jax.vmap(_env.reset, (0, None))(jax.random.split(k_reset, b), p),
-            lambda: (next_obs, next_state))
-
-        def select(fresh, stepped):
-            return jnp.where(done.reshape((b,) + (1,) * (stepped.ndim - 1)), fresh, stepped)
+        obs, env_state = _env.reset_where(k_reset, done, next_obs, next_state, p)
 
         new_ts = GATMECTrainState(
             params=net_params,
             policy_params=optax.incremental_update(net_params, ts.policy_params, self.polyak),
             opt_state=opt_state,
-            env_state=jax.tree.map(select, fresh_state, next_state),
-            obs=jax.tree.map(select, fresh_obs, next_obs),
+            env_state=env_state,
+            obs=obs,
             key=key, step=ts.step + 1)
         info, target = aux["info"], aux["target"]
         best = jnp.argmin(target, -1)

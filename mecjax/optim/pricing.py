@@ -12,6 +12,12 @@ from mecjax.env import metrics
 from mecjax.optim import game, objective
 
 
+def initial_prices(params):
+    """[M] every server posts the scenario's initial price."""
+    p = as_params(params)
+    return jnp.full((p.n_servers,), p.price_init, jnp.float32)
+
+
 def price_levels(params, n_levels: int):
     """[L] evenly spaced price levels over (price_min, price_max]."""
     p = as_params(params)

@@ -20,10 +20,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from mecjax.config import as_params
 from mecjax.env.types import Decision, Observation
+from mecjax.optim.pricing import initial_prices as fixed_prices  # noqa: F401  (re-exported)
 from mecjax.registry import build
-
 
 @struct.dataclass
 class Transition:
@@ -34,7 +33,6 @@ class Transition:
     reward: jax.Array
     next_obs: Observation
     info: dict
-
 
 @dataclasses.dataclass(frozen=True)
 class Scheduler:
@@ -51,15 +49,7 @@ class Scheduler:
     def observe(self, sched_state: Any, transition: Transition, params) -> Any:
         return sched_state
 
-
-def fixed_prices(params):
-    """[M] every server posts the scenario's initial price."""
-    p = as_params(params)
-    return jnp.full((p.n_servers,), p.price_init, jnp.float32)
-
-
 _REGISTRY: dict[str, type[Scheduler]] = {}
-
 
 def register(cls: type[Scheduler]) -> type[Scheduler]:
     """Class decorator: make a scheduler available by its ``name``."""
@@ -68,11 +58,9 @@ def register(cls: type[Scheduler]) -> type[Scheduler]:
     _REGISTRY[cls.name] = cls
     return cls
 
-
 def available() -> list[str]:
     """Names of all registered schedulers."""
     return sorted(_REGISTRY)
-
 
 def make(name: str, **options) -> Scheduler:
     """Build a registered scheduler by name, e.g. ``make("qio_mec", iterations=50)``."""
