@@ -118,15 +118,19 @@ def _train_shipped(args: argparse.Namespace) -> int:
     from mecjax import learners  # noqa: F401  (registers the learners)
     from mecjax.config import Scenario
     from mecjax.learners.base import get_learner
-    from mecjax.learners.recipes import RECIPES, SHIPPED_SIZES, shipped_dir
-    from mecjax.train import train
+    from mecjax.learners.recipes import RECIPES, SHIPPED_SIZES, TWIN_RECIPE, shipped_dir
+    from mecjax.train import export_policy, train
 
-    from mecjax.train import export_policy
-
-    methods = args.methods.split(",") if args.methods else list(RECIPES)
+    methods = args.methods.split(",") if args.methods else list(RECIPES) + ["twin"]
     for method in methods:
-        recipe = RECIPES[method]
-        for n in args.sizes or SHIPPED_SIZES:
+        if method == "twin":   # one per-device forecaster serves every N
+            recipe, sizes = TWIN_RECIPE, (TWIN_RECIPE["n_devices"],)
+        elif method in RECIPES:
+            recipe, sizes = RECIPES[method], args.sizes or SHIPPED_SIZES
+        else:
+            raise SystemExit(f"mecjax train-shipped: unknown method {method!r}; choose from "
+                             f"{', '.join(list(RECIPES) + ['twin'])}")
+        for n in sizes:
             # Full, resumable runs go to runs/; only the small policy is shipped.
             run_dir = shipped_dir(method, n, args.runs)
             train(get_learner(method, **recipe["hyper"]), Scenario(n_devices=n), run_dir,
@@ -247,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=_sweep)
 
     tr = sub.add_parser("train", help="train a learned scheduler, with checkpoints and resume")
-    tr.add_argument("method", help="drl_fgso, gat_mec or tsg_marl")
+    tr.add_argument("method", help="drl_fgso, gat_mec, tsg_marl or twin (the DT forecaster)")
     tr.add_argument("--n-devices", type=int, default=50)
     tr.add_argument("--n-servers", type=int, default=3)
     tr.add_argument("--updates", type=int, default=2000, help="training updates (slots)")
@@ -261,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_train)
 
     ts = sub.add_parser("train-shipped", help="train the checkpoints shipped in results/checkpoints")
-    ts.add_argument("--methods", help="comma-separated (default: all learned methods)")
+    ts.add_argument("--methods", help="comma-separated (default: all learned methods and the twin)")
     ts.add_argument("--sizes", type=_ints, help="device counts (default 50,100,150)")
     ts.add_argument("--root", default="results/checkpoints", help="where the policies are shipped")
     ts.add_argument("--runs", default="runs/shipped", help="where the full, resumable runs go")

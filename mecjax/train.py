@@ -71,21 +71,22 @@ def read_metrics(path) -> dict[str, np.ndarray]:
     return {k: body[:, i] for i, k in enumerate(head)}
 
 
-def write_learning_curve(run_dir: Path, title: str) -> None:
+def write_learning_curve(run_dir: Path, title: str, metric: str = "mean_cost") -> None:
+    """Plot ``metric`` of ``metrics.csv`` (per update and running mean)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     m = read_metrics(run_dir / "metrics.csv")
-    x, y = m["update"], m["mean_cost"]
+    x, y = m["update"], m[metric]
     window = max(1, len(y) // 50)
     smooth = np.convolve(y, np.ones(window) / window, mode="valid")
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(x, y, alpha=0.3, label="per update")
     ax.plot(x[window - 1:], smooth, label=f"running mean ({window})")
     ax.set_xlabel("update (one slot on every training instance)")
-    ax.set_ylabel("mean weighted cost (eq. 3)")
+    ax.set_ylabel("mean weighted cost (eq. 3)" if metric == "mean_cost" else metric)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -134,15 +135,18 @@ def train(learner: Learner, scenario: Scenario, run_dir, *, total_updates: int, 
         _append_metrics(metrics_path, step, metrics)
         step += n
         ckpt.save(ckpt_dir, step, state, config, keep=keep)
-        cost = float(np.mean(metrics["mean_cost"]))
+        metric = learner.progress_metric
+        value = float(np.mean(metrics[metric]))
+        label = "mean cost" if metric == "mean_cost" else metric
         rate = step / max(time.perf_counter() - t0, 1e-9)
-        log(f"[{learner.name}] update {step}/{total_updates}  mean cost {cost:.5f}  "
+        log(f"[{learner.name}] update {step}/{total_updates}  {label} {value:.5f}  "
             f"({time.perf_counter() - t0:.1f} s, {rate:.0f} updates/s)")
         chunks += 1
         if stop_after is not None and chunks >= stop_after and step < total_updates:
             log(f"[{learner.name}] stopped after {chunks} chunk(s) at update {step}")
             return state
-    write_learning_curve(run_dir, f"{learner.name}, N={scenario.n_devices}, M={scenario.n_servers}")
+    write_learning_curve(run_dir, f"{learner.name}, N={scenario.n_devices}, M={scenario.n_servers}",
+                         learner.progress_metric)
     return state
 
 

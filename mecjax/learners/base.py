@@ -9,7 +9,8 @@ A learner is a frozen, hashable dataclass of hyper-parameters (static under
   and the update counter. A pytree of arrays only.
 * ``update(train_state, params) -> (train_state, metrics)``: one training
   iteration (typically one environment slot on every training instance plus
-  gradient steps). ``metrics`` is a dict of scalars; ``mean_cost`` (the mean
+  gradient steps). ``metrics`` is a dict of scalars; the one named by the
+  class attribute ``progress_metric`` (default ``mean_cost``, the mean
   weighted device cost of the slot, eq. 3) is required, for progress and
   learning curves. ``mecjax.train`` scans it under ``jit`` in chunks.
 * ``policy(train_state) -> policy_params``: the arrays the scheduler needs at
@@ -35,6 +36,8 @@ LEARNERS: dict[str, type] = {}
 class Learner:
     name: ClassVar[str] = "learner"
     scheduler_name: ClassVar[str] = ""
+    #: metric of ``update`` shown in progress lines and the learning curve
+    progress_metric: ClassVar[str] = "mean_cost"
 
     def init(self, key, params) -> Any:
         raise NotImplementedError

@@ -19,3 +19,11 @@ RECIPES: dict[str, dict] = {
 
 def shipped_dir(method: str, n_devices: int, root: str = SHIPPED_ROOT) -> str:
     return f"{root}/{method}_N{n_devices}"
+
+# The digital twin's forecaster is per device, so one twin (trained at N = 50)
+# serves every N with M = 3; ``train-shipped`` trains it as method "twin".
+TWIN_RECIPE: dict = {"hyper": {}, "updates": 2000, "chunk": 250, "n_devices": 50}
+
+
+def shipped_twin_dir(root: str = SHIPPED_ROOT) -> str:
+    return shipped_dir("twin", TWIN_RECIPE["n_devices"], root)

@@ -17,46 +17,59 @@ from mecjax.optim import objective
 IMPROVE_TOL = 1e-6  # relative improvement a device needs to switch (guarantees termination)
 
 
-def own_costs(view, offload, i, prices, params, allocation_rule="equal"):
-    """[M+1] the cost device ``i`` would pay for each option, others fixed."""
+def slot_costs_fn(view, prices, params, allocation_rule="equal"):
+    """offload [N] -> [N] each device's weighted cost in this slot (eq. 16)."""
+    return lambda a: objective.outcome_of(view, a, prices, params, allocation_rule).cost
+
+
+def own_costs(view, offload, i, prices, params, allocation_rule="equal", costs_fn=None):
+    """[M+1] the cost device ``i`` would pay for each option, others fixed.
+
+    ``costs_fn`` (offload [N] -> per-device costs [N]) replaces the one-slot
+    cost, e.g. by the look-ahead cost over a horizon (:mod:`mecjax.optim.lookahead`).
+    """
     p = as_params(params)
     options = jnp.arange(p.n_servers + 1, dtype=jnp.int32)
+    costs_fn = slot_costs_fn(view, prices, params, allocation_rule) if costs_fn is None else costs_fn
 
     def cost_if(o):
-        out = objective.outcome_of(view, offload.at[i].set(o), prices, params, allocation_rule)
-        return out.cost[i]
+        return costs_fn(offload.at[i].set(o))[i]
 
     return jax.vmap(cost_if)(options)
 
 
-def greedy(view, prices, params, allocation_rule="equal", order=None):
+def greedy(view, prices, params, allocation_rule="equal", order=None, costs_fn=None):
     """[N] devices in turn (index order, or ``order``) pick their cheapest option
-    given the choices made before them; devices not yet decided compute locally."""
+    given the choices made before them; devices not yet decided compute locally.
+    ``costs_fn``: as in :func:`own_costs`."""
     p = as_params(params)
     order = jnp.arange(p.n_devices) if order is None else order
 
     def choose(a, i):
-        return a.at[i].set(jnp.argmin(own_costs(view, a, i, prices, params, allocation_rule))
-                           .astype(jnp.int32)), None
+        costs = own_costs(view, a, i, prices, params, allocation_rule, costs_fn)
+        return a.at[i].set(jnp.argmin(costs).astype(jnp.int32)), None
 
     a, _ = jax.lax.scan(choose, jnp.zeros(p.n_devices, jnp.int32), order)
     return a
 
 
 def best_response(view, prices, params, init=None, max_rounds: int = 20,
-                  allocation_rule="equal"):
+                  allocation_rule="equal", costs_fn=None):
     """Round-robin best-response dynamics from ``init`` (default: greedy).
 
     Returns ``(offload [N], converged, rounds)``; converged means a whole round
     passed in which no device could lower its own cost by more than
-    IMPROVE_TOL (relative): an (epsilon-)Nash equilibrium.
+    IMPROVE_TOL (relative): an (epsilon-)Nash equilibrium. ``costs_fn``: each
+    device's own cost of a joint assignment, as in :func:`own_costs` (default:
+    this slot's weighted cost).
     """
     p = as_params(params)
-    a0 = greedy(view, prices, params, allocation_rule) if init is None else init.astype(jnp.int32)
+    a0 = (greedy(view, prices, params, allocation_rule, costs_fn=costs_fn) if init is None
+          else init.astype(jnp.int32))
 
     def revise(carry, i):
         a, changed = carry
-        costs = own_costs(view, a, i, prices, params, allocation_rule)
+        costs = own_costs(view, a, i, prices, params, allocation_rule, costs_fn)
         best = jnp.argmin(costs).astype(jnp.int32)
         better = costs[best] < costs[a[i]] * (1 - IMPROVE_TOL)
         return (a.at[i].set(jnp.where(better, best, a[i])), changed | better), None

@@ -65,26 +65,40 @@ def _bits(x, q: int):
 
 def init(n_devices: int, n_options: int, config: QIOConfig = QIOConfig(), seed_x=None,
          seed_fitness=None) -> QIOState:
-    """Uniform superposition (theta = pi/4), or biased towards ``seed_x`` [N].
+    """Uniform superposition (theta = pi/4), or biased towards seeds.
 
-    A seed sets each qubit so that the seed's bit has probability ``seed_bias``
-    and becomes the initial best with fitness ``seed_fitness`` (required with a
-    seed: ``tell`` only sees the measured population, never the seed).
+    ``seed_x`` is one offloading vector [N] or K of them [K, N] (the unified
+    scheduler seeds QIO with its candidate decisions). Individual p is biased
+    towards seed p mod K: each qubit gives the seed's bit probability
+    ``seed_bias``. The best seed becomes the initial best, with its fitness
+    from ``seed_fitness`` ([] or [K]; required with seeds: ``tell`` only sees
+    the measured population, never the seeds).
     """
     if seed_x is not None and seed_fitness is None:
         raise ValueError("qio.init: seed_fitness is required with seed_x (the objective of the "
                          "seed); tell never evaluates the seed itself")
     q = n_qubits(n_options)
-    theta = jnp.full((config.population, n_devices, q), math.pi / 4, jnp.float32)
-    best = jnp.zeros((n_devices,), jnp.int32)
-    if seed_x is not None:
+    shape = (config.population, n_devices, q)
+    if seed_x is None:
+        theta = jnp.full(shape, math.pi / 4, jnp.float32)
+        best = jnp.zeros((n_devices,), jnp.int32)
+        best_fitness = jnp.float32(jnp.inf)
+        personal_x = jnp.broadcast_to(best, (config.population, n_devices))
+        personal_f = jnp.full((config.population,), best_fitness)
+    else:
+        seeds = jnp.atleast_2d(jnp.asarray(seed_x)).astype(jnp.int32)           # [K, N]
+        fits = jnp.atleast_1d(jnp.asarray(seed_fitness, jnp.float32))            # [K]
+        if seeds.shape[-1] != n_devices or fits.shape != seeds.shape[:1]:
+            raise ValueError(f"qio.init: seed_x {tuple(seeds.shape)} and seed_fitness "
+                             f"{tuple(fits.shape)} must be [K, {n_devices}] and [K]")
+        owner = jnp.arange(config.population) % seeds.shape[0]                  # [P]
         toward = math.asin(math.sqrt(config.seed_bias))
-        bits = _bits(seed_x.astype(jnp.int32), q)
-        theta = jnp.broadcast_to(jnp.where(bits == 1, toward, math.pi / 2 - toward), theta.shape)
-        best = seed_x.astype(jnp.int32)
-    best_fitness = jnp.float32(jnp.inf) if seed_x is None else jnp.asarray(seed_fitness, jnp.float32)
-    return QIOState(theta=theta, personal_x=jnp.broadcast_to(best, (config.population, n_devices)),
-                    personal_f=jnp.full((config.population,), best_fitness), best_x=best,
+        bits = _bits(seeds[owner], q)                                            # [P, N, q]
+        theta = jnp.where(bits == 1, toward, math.pi / 2 - toward).astype(jnp.float32)
+        k = jnp.argmin(fits)
+        best, best_fitness = seeds[k], fits[k]
+        personal_x, personal_f = seeds[owner], fits[owner]
+    return QIOState(theta=theta, personal_x=personal_x, personal_f=personal_f, best_x=best,
                     best_fitness=best_fitness, generation=jnp.int32(0))
 
 
@@ -128,9 +142,16 @@ def search(key, fitness_fn: Callable, n_devices: int, n_options: int,
            config: QIOConfig = QIOConfig(), seed_x=None):
     """Run QIO for ``config.iterations`` generations; returns ``(best_x [N], best_fitness)``.
 
-    ``fitness_fn``: [P, N] int -> [P] objective (lower is better).
+    ``fitness_fn``: [P, N] int -> [P] objective (lower is better). ``seed_x``:
+    None, one seed [N] or K seeds [K, N] (see :func:`init`); the result is
+    never worse than the best seed.
     """
-    seed_fitness = None if seed_x is None else fitness_fn(seed_x[None].astype(jnp.int32))[0]
+    if seed_x is None:
+        seed_fitness = None
+    elif seed_x.ndim == 1:
+        seed_fitness = fitness_fn(seed_x[None].astype(jnp.int32))[0]
+    else:
+        seed_fitness = fitness_fn(seed_x.astype(jnp.int32))
     state = init(n_devices, n_options, config, seed_x, seed_fitness)
 
     def generation(state, k):

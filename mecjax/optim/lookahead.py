@@ -1,0 +1,79 @@
+"""Look-ahead cost over a horizon on the digital twin's predicted slots (paper eq. 22).
+
+DT-MEC minimises sum_{k<H} sum_i (alpha L_i + beta E_i + gamma payment_i) over
+the twin's predicted slots t .. t+H-1 instead of the current slot alone. The
+slots are coupled by the two state variables a decision changes: each
+device's battery (energy spent now is missing later; an empty battery forces
+offloading) and each server's backlog (work above F tau carries over and
+delays every later task there). Both are propagated here with the
+environment's own update rules (:mod:`mecjax.env.dynamics`), with the mean
+harvest in place of the random one.
+
+The plan over the horizon is a *hold plan*: the offloading vector being
+decided is kept for the H predicted slots (a device commits to its choice
+while the look-ahead cost is computed). Only the first slot's decision is
+executed; the next slot plans again on a fresh prediction (receding horizon).
+
+``slots`` is any pytree with ``task_bits`` [H, N], ``task_cycles`` [H, N] and
+``gain`` [H, N, M] (the twin's :class:`~mecjax.learners.twin.Slots`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from mecjax.config import as_params
+from mecjax.env import dynamics, physics
+from mecjax.env.types import Observation
+from mecjax.optim import objective
+
+
+def predicted_view(obs: Observation, slots, k, battery=None, backlog=None) -> Observation:
+    """The twin's view of slot t+k: predicted tasks and channel (as ``gain_observed``,
+    the field every optimizer plans on), and the given battery [N] and backlog [M]
+    (default: the observed ones)."""
+    return obs.replace(
+        t=obs.t + k,
+        task_bits=slots.task_bits[k],
+        task_cycles=slots.task_cycles[k],
+        gain_observed=slots.gain[k],
+        battery=obs.battery if battery is None else battery,
+        backlog=obs.backlog if backlog is None else backlog,
+    )
+
+
+def horizon_costs(obs: Observation, slots, offload, prices, params,
+                  allocation_rule: str = "equal"):
+    """[H, N] each device's weighted cost in every predicted slot under the hold plan
+    ``offload`` [N], battery and backlog carried from slot to slot (eq. 22's terms)."""
+    p = as_params(params)
+
+    def slot(carry, xs):
+        battery, backlog = carry
+        bits, cycles, gain = xs
+        view = obs.replace(task_bits=bits, task_cycles=cycles, gain_observed=gain,
+                           battery=battery, backlog=backlog)
+        out = objective.outcome_of(view, offload, prices, p, allocation_rule)
+        work_in = physics.per_server_sum(physics.server_onehot(out.offload, p.n_servers), cycles)
+        battery = dynamics.battery_update(battery, out.energy, 0.5, p.harvest_max_j,
+                                          p.battery_capacity_j)
+        backlog = dynamics.backlog_update(backlog, work_in, p.server_cpu_hz, p.slot_s)
+        return (battery, backlog), out.cost
+
+    _, costs = jax.lax.scan(slot, (obs.battery, obs.backlog),
+                            (slots.task_bits, slots.task_cycles, slots.gain))
+    return costs
+
+
+def horizon_costs_fn(obs: Observation, slots, prices, params, allocation_rule: str = "equal"):
+    """offload [N] -> [N] each device's cost summed over the horizon: the
+    ``costs_fn`` of :func:`mecjax.optim.game.best_response` for look-ahead play."""
+    return lambda a: jnp.sum(horizon_costs(obs, slots, a, prices, params, allocation_rule), 0)
+
+
+def horizon_mean_cost(obs: Observation, slots, offload, prices, params,
+                      allocation_rule: str = "equal"):
+    """Scalar eq. 22 objective: the device-mean cost summed over the horizon."""
+    return jnp.sum(jnp.mean(horizon_costs(obs, slots, offload, prices, params,
+                                          allocation_rule), -1))

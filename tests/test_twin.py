@@ -1,0 +1,148 @@
+"""The digital twin's forecaster (paper section 3.4, eq. 21): shapes, the closed
+loop, skill against persistence, checkpoint loading and the CLI."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mecjax
+from mecjax.checkpoint import CheckpointMismatchError
+from mecjax.cli import main
+from mecjax.env import env as E
+from mecjax.env.types import Decision
+from mecjax.learners.base import get_learner
+from mecjax.learners.twin import (Slots, TwinLearner, TwinPolicy, estimated_path_gain,
+                                  forecast_skill, init_carry, load_twin, persistence_slots,
+                                  predict_slots)
+from mecjax.train import load_run, read_metrics, train
+
+S = mecjax.Scenario(n_devices=8, n_servers=2)
+LEARNER = TwinLearner(hidden=16, n_envs=4, window=24)
+UPDATES = 200  # margins after 200 updates: tasks ~0.33, channel ~0.17 (5 seeds)
+
+_reset = jax.jit(E.reset)
+_predict = jax.jit(predict_slots, static_argnums=(3, 4))
+
+
+def _obs(scenario=S, seed=0):
+    return _reset(jax.random.key(seed), scenario)[0]
+
+
+def _quiet(*_):
+    pass
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("twin") / "run"
+    train(LEARNER, S, d, total_updates=UPDATES, chunk=100, seed=0, log=_quiet)
+    return d
+
+
+@pytest.fixture(scope="module")
+def trained(run_dir):
+    return load_twin(run_dir, S)
+
+
+def test_predict_slots_shapes_and_the_untrained_twin_is_persistence():
+    obs = _obs()
+    policy = LEARNER.init_policy(jax.random.key(1), S)
+    assert isinstance(policy, TwinPolicy)
+    carry = init_carry(policy, S.n_devices)
+    assert all(leaf.shape == (S.n_devices, LEARNER.hidden) for leaf in jax.tree.leaves(carry))
+    for horizon in (1, 3):
+        new_carry, slots = _predict(policy, carry, obs, horizon, S)
+        assert isinstance(slots, Slots)
+        assert slots.task_bits.shape == slots.task_cycles.shape == (horizon, S.n_devices)
+        assert slots.gain.shape == (horizon, S.n_devices, S.n_servers)
+        np.testing.assert_array_equal(slots.task_bits[0], obs.task_bits)
+        np.testing.assert_array_equal(slots.task_cycles[0], obs.task_cycles)
+        # zero head: the forecast is persistence (up to the dB round trip)
+        pers = persistence_slots(obs, horizon)
+        for a, b in zip(jax.tree.leaves(slots), jax.tree.leaves(pers)):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, rtol=1e-4)
+        assert jax.tree.structure(new_carry) == jax.tree.structure(carry)
+    path = estimated_path_gain(obs, S)
+    _, state = _reset(jax.random.key(0), S)
+    np.testing.assert_allclose(path, state.path_gain, rtol=1e-6)
+
+
+def test_the_closed_loop_carry_depends_only_on_observations(trained):
+    _, state = _reset(jax.random.key(3), S)
+    step = jax.jit(lambda k, s: E.step(k, s, Decision(
+        jnp.zeros(S.n_devices, jnp.int32), jnp.full(S.n_servers, S.price_init)), S)[1])
+    carries = {}
+    for horizon in (1, 4):
+        c, s = init_carry(trained, S.n_devices), state
+        for t in range(3):
+            c, slots = _predict(trained, c, E.observe(s), horizon, S)
+            s = step(jax.random.key(t), s)
+        carries[horizon] = c
+        assert np.all(np.isfinite(slots.gain)) and np.all(slots.gain > 0)
+        assert np.all(slots.task_bits >= S.task_bits_min) and np.all(slots.task_bits <= S.task_bits_max)
+    for a, b in zip(jax.tree.leaves(carries[1]), jax.tree.leaves(carries[4])):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert float(jnp.abs(carries[1][1]).max()) > 0
+
+
+def test_short_training_beats_persistence_on_held_out_traces(run_dir, trained):
+    skill = forecast_skill(trained, S, jax.random.key(12345), n_instances=16, n_slots=40)
+    assert skill["task_mse"] < skill["task_mse_persistence"]
+    assert skill["channel_mse"] < skill["channel_mse_persistence"]
+    assert skill["task_margin"] > 0.05 and skill["channel_margin"] > 0.05, skill
+    assert skill["n_instances"] == 16 and skill["n_slots"] == 40
+    m = read_metrics(run_dir / "metrics.csv")
+    assert len(m["loss"]) == UPDATES
+    assert np.mean(m["loss"][-50:]) < np.mean(m["loss_persistence"][-50:])
+    assert (run_dir / "learning_curve.png").stat().st_size > 1000
+
+
+def test_load_twin_checks_the_scenario_but_not_the_device_count(run_dir, trained):
+    _, _, state, _ = load_run(run_dir)
+    for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(LEARNER.policy(state))):
+        np.testing.assert_array_equal(a, b)
+    # the forecaster is per device: any N
+    bigger = S.replace(n_devices=20)
+    policy = load_twin(run_dir, bigger.params())
+    _, slots = _predict(policy, init_carry(policy, 20), _obs(bigger), 2, bigger)
+    assert slots.gain.shape == (2, 20, 2)
+    # also from inside a trace (schedulers load at init, under jit)
+    assert jax.jit(lambda: load_twin(run_dir, S).params["head"]["bias"])().shape == (4,)
+    with pytest.raises(CheckpointMismatchError, match="n_servers=2.*n_servers=3"):
+        load_twin(run_dir, S.replace(n_servers=3))
+    with pytest.raises(CheckpointMismatchError, match="fading_rho=0.9.*fading_rho=0.8"):
+        load_twin(run_dir, S.replace(fading_rho=0.8))
+    with pytest.raises(CheckpointMismatchError, match="load_period_slots"):
+        load_twin(run_dir, S.replace(load_period_slots=12.0).params())
+
+
+def test_cli_trains_and_resumes_bit_identically(tmp_path):
+    args = ["train", "twin", "--n-devices", "6", "--n-servers", "2", "--chunk", "2", "--set",
+            "hidden=8", "--set", "n_envs=2", "--set", "window=6"]
+    part, full = tmp_path / "part", tmp_path / "full"
+    env = {**os.environ, "MECJAX_CACHE_DIR": os.environ.get(
+        "MECJAX_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".jax_cache"))}
+    proc = subprocess.run([sys.executable, "-m", "mecjax.cli", *args, "--updates", "2",
+                           "--run-dir", str(part)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "loss" in proc.stdout and (part / "ckpt" / "2").exists()
+    assert main([*args, "--updates", "4", "--run-dir", str(part), "--resume"]) == 0
+    assert main([*args, "--updates", "4", "--run-dir", str(full)]) == 0
+    learner, scenario, s_part, _ = load_run(part)
+    _, _, s_full, _ = load_run(full)
+    assert learner == get_learner("twin", hidden=8, n_envs=2, window=6)
+    assert scenario.n_devices == 6 and int(s_part.step) == 4
+    leaves = lambda t: [np.asarray(jax.random.key_data(x)) if jnp.issubdtype(  # noqa: E731
+        x.dtype, jax.dtypes.prng_key) else np.asarray(x) for x in jax.tree.leaves(t)]
+    for a, b in zip(leaves(s_part), leaves(s_full)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(read_metrics(part / "metrics.csv")["loss"],
+                                  read_metrics(full / "metrics.csv")["loss"])

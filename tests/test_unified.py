@@ -1,0 +1,302 @@
+"""DT-MEC look-ahead, the unified scheduler's fusion, and its ablation flags."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mecjax
+from mecjax.env import env
+from mecjax.env.types import Decision
+from mecjax.learners import drl_fgso as drl_learner
+from mecjax.learners import gat_mec as gat_learner
+from mecjax.learners import tsg_marl as marl_learner
+from mecjax.learners import twin
+from mecjax.nets import qnet
+from mecjax.optim import fusion, game, lookahead, qio
+from mecjax.optim.allocation import allocate
+from mecjax.rollout import rollout
+from mecjax.schedulers import make
+from mecjax.schedulers.base import fixed_prices
+
+S = mecjax.Scenario(n_devices=8, n_servers=3, horizon=10)
+
+
+@pytest.fixture(scope="module")
+def obs():
+    o, _ = env.reset(jax.random.key(3), S)
+    return o
+
+
+# ------------------------------------------------------------------ QIO seeded by several candidates
+
+def test_qio_multi_seed_starts_from_best_seed_and_never_gets_worse():
+    n, k = 10, 4
+    target = jnp.arange(n) % k
+
+    def fit(x):
+        return jnp.sum(x != target, -1).astype(jnp.float32)
+
+    seeds = jnp.stack([jnp.zeros(n, jnp.int32), target.at[0].set((target[0] + 1) % k),
+                       jnp.full(n, 2, jnp.int32)])
+    cfg = qio.QIOConfig(population=9, iterations=3)
+    st = qio.init(n, k, cfg, seed_x=seeds, seed_fitness=fit(seeds))
+    np.testing.assert_array_equal(st.best_x, seeds[1])
+    assert float(st.best_fitness) == 1.0
+    np.testing.assert_array_equal(st.personal_x, seeds[jnp.arange(9) % 3])
+    with pytest.raises(ValueError, match="seed_x"):
+        qio.init(n, k, cfg, seed_x=seeds, seed_fitness=jnp.ones(2))
+    x, f = qio.search(jax.random.key(0), fit, n, k, cfg, seed_x=seeds)
+    assert float(f) <= 1.0 and float(f) == float(fit(x[None])[0])
+
+
+# ------------------------------------------------------------------ eq. 22 look-ahead
+
+def test_one_slot_lookahead_is_the_slot_cost(obs):
+    slots = twin.persistence_slots(obs, 1)
+    a = jnp.array([0, 1, 2, 3, 1, 0, 2, 1], jnp.int32)
+    prices = fixed_prices(S)
+    got = lookahead.horizon_costs(obs, slots, a, prices, S)
+    want = game.slot_costs_fn(obs, prices, S)(a)
+    np.testing.assert_allclose(got[0], want, rtol=1e-6)
+
+
+def test_lookahead_carries_battery_and_backlog_between_slots(obs):
+    # A slow server: offloaded work exceeds F tau, so the second slot waits behind a backlog.
+    s = S.replace(server_cpu_hz=2e7)
+    o = obs.replace(battery=jnp.full(8, 5.0))
+    slots = twin.persistence_slots(o, 2)
+    prices = fixed_prices(s)
+    a = jnp.ones(8, jnp.int32)
+    costs = lookahead.horizon_costs(o, slots, a, prices, s)
+    out0 = env.evaluate(o, Decision(a, prices), s)
+    work = float(jnp.sum(o.task_cycles))
+    backlog = max(0.0, work - 2e7)
+    o1 = o.replace(battery=jnp.clip(o.battery - out0.energy + 0.5 * s.harvest_max_j, 0, 10),
+                   backlog=jnp.array([backlog, 0.0, 0.0], jnp.float32))
+    want1 = env.evaluate(o1, Decision(a, prices), s).cost
+    np.testing.assert_allclose(costs[1], want1, rtol=1e-5)
+    assert float(jnp.mean(costs[1])) > float(jnp.mean(costs[0])) + 1.0   # the backlog costs later
+    # The eq. 22 objective is the sum over the horizon of the device-mean cost.
+    np.testing.assert_allclose(lookahead.horizon_mean_cost(o, slots, a, prices, s),
+                               jnp.mean(costs[0]) + jnp.mean(costs[1]), rtol=1e-6)
+
+
+def test_dt_mec_with_persistence_and_no_horizon_is_best_response(obs):
+    sched = make("dt_mec", forecast="persistence", horizon=1)
+    st = sched.init(jax.random.key(0), S)
+    offload, view, _ = sched.plan(st, obs, S)
+    want, _, _ = game.best_response(obs, fixed_prices(S), S, max_rounds=sched.max_rounds)
+    np.testing.assert_array_equal(offload, want)
+    np.testing.assert_array_equal(view.gain_observed, obs.gain_observed)
+
+
+def test_dt_mec_looks_ahead_when_slots_are_coupled(obs):
+    # With a slow server the horizon objective differs from the myopic one, and the
+    # look-ahead plan is no worse on the horizon objective than the myopic plan.
+    s = S.replace(server_cpu_hz=5e8)
+    prices = fixed_prices(s)
+    slots = twin.persistence_slots(obs, 3)
+    myopic = make("dt_mec", forecast="persistence", horizon=1)
+    ahead = make("dt_mec", forecast="persistence", horizon=3, max_rounds=20)
+    a1, _, _ = myopic.plan(myopic.init(jax.random.key(0), s), obs, s)
+    a3, _, _ = ahead.plan(ahead.init(jax.random.key(0), s), obs, s)
+    per_device = lookahead.horizon_costs_fn(obs, slots, prices, s)
+    # a3 is a Nash equilibrium of the horizon game: no device gains by deviating alone.
+    for i in range(8):
+        own = game.own_costs(obs, a3, i, prices, s, costs_fn=per_device)
+        assert float(own[a3[i]]) <= float(jnp.min(own)) * (1 + 1e-5) + 1e-9
+    assert not np.array_equal(np.asarray(a1), np.asarray(a3)) or \
+        float(jnp.sum(per_device(a1))) >= float(jnp.sum(per_device(a3))) - 1e-6
+
+
+def test_dt_mec_closed_loop_rollout_is_finite_and_feeds_the_twin(obs):
+    sched = make("dt_mec", horizon=2, max_rounds=2)
+    st = sched.init(jax.random.key(0), S)
+    d, st2 = sched.act(jax.random.key(1), st, obs, S)
+    env.check_decision(d, S)
+    assert not all(np.array_equal(a, b) for a, b in
+                   zip(jax.tree.leaves(st.carry), jax.tree.leaves(st2.carry)))
+    out = rollout(sched, S, jax.random.key(2), 2, 3)
+    assert all(np.isfinite(np.asarray(v)).all() for v in out.values())
+    assert float(np.max(out["invalid_decision"])) == 0.0
+
+
+# ------------------------------------------------------------------ unified: fusion and ablations
+
+TWIN = "results/checkpoints/twin_N50"   # shipped; the forecaster serves any N
+
+
+def small_unified(**flags):
+    return make("unified", population=8, iterations=6, **flags)
+
+
+@pytest.fixture(scope="module")
+def full():
+    # Untrained DRL, GAT and MARL modules (their checkpoints are per N), the shipped twin:
+    # an untrained twin is exactly persistence, which would hide what use_dt changes.
+    sched = small_unified(twin_checkpoint=TWIN)
+    st = sched.init(jax.random.key(0), S)
+    return sched, st
+
+
+def _pipe(sched, st, obs):
+    return sched.pipeline(jax.random.key(7), st, obs, S)
+
+
+def test_fused_decision_never_worse_than_best_candidate_under_the_twin(full, obs):
+    sched, st = full
+    for k in range(3):
+        o, _ = env.reset(jax.random.key(10 + k), S)
+        pl = _pipe(sched, st, o)
+        assert pl.candidates.shape == (len(sched.candidate_names()), 8)
+        assert float(pl.fused_score) <= float(jnp.min(pl.candidate_scores)) + 1e-7
+        again = fusion.fusion_score(pl.view, pl.fused, pl.prices, S)
+        np.testing.assert_allclose(again, pl.fused_score, rtol=1e-5)
+        np.testing.assert_allclose(pl.candidate_scores,
+                                   fusion.batch_fusion_score(pl.view, pl.candidates, pl.prices, S),
+                                   rtol=1e-6)
+
+
+def test_fusion_score_is_eq_23():
+    o, _ = env.reset(jax.random.key(4), S)
+    a = jnp.array([0, 1, 0, 2, 3, 0, 1, 1], jnp.int32)
+    prices = fixed_prices(S)
+    t = fusion.fusion_terms(o, a, prices, S)
+    w = (2.0, 3.0, 0.5, 0.25)
+    want = w[0] * t["latency_s"] + w[1] * t["energy_j"] - w[2] * t["fairness"] - w[3] * t["utility"]
+    np.testing.assert_allclose(fusion.fusion_score(o, a, prices, S, w), want, rtol=1e-6)
+    out = env.evaluate(o, allocate(o, a, prices, S), S)
+    np.testing.assert_allclose(t["latency_s"], jnp.mean(out.latency), rtol=1e-5)
+    np.testing.assert_allclose(t["energy_j"], jnp.mean(out.energy), rtol=1e-5)
+
+
+def _ablate(full, obs, **flag):
+    """(full pipeline, ablated scheduler, its pipeline) on the same observation and key."""
+    sched, st = full
+    abl = dataclasses.replace(sched, **flag)
+    return _pipe(sched, st, obs), abl, _pipe(abl, abl.init(jax.random.key(0), S), obs)
+
+
+def _rows(sched, pl):
+    return dict(zip(sched.candidate_names(), np.asarray(pl.candidates)))
+
+
+def test_no_dt_acts_on_the_last_observation_only(full, obs):
+    sched, st = full
+    pl = _pipe(sched, st, obs)
+    assert float(jnp.max(jnp.abs(jnp.log(pl.view.gain_observed / obs.gain_observed)))) > 0.1
+    abl = dataclasses.replace(sched, use_dt=False)
+    pa = _pipe(abl, abl.init(jax.random.key(0), S), obs)
+    np.testing.assert_array_equal(pa.view.gain_observed, obs.gain_observed)
+    assert pa.carry is None
+    # Every other module is the same function, now applied to the observation.
+    offload, prices = marl_learner.greedy_actions(st.marl, obs, S)
+    np.testing.assert_array_equal(pa.prices, prices)
+    rows = _rows(abl, pa)
+    np.testing.assert_array_equal(rows["marl"], offload)
+    np.testing.assert_array_equal(rows["gat"], gat_learner.greedy_actions(st.gat, obs, S))
+    q = qnet.apply_q(st.drl.q, drl_learner.device_features(obs, prices, S))
+    np.testing.assert_array_equal(rows["drl"], jnp.argmax(q, -1))
+
+
+def test_no_gat_drops_only_the_gat_candidate(full, obs):
+    sched, st = full
+    pl, abl, pa = _ablate(full, obs, use_gat=False)
+    assert "gat" in sched.candidate_names() and "gat" not in abl.candidate_names()
+    np.testing.assert_array_equal(pa.view.gain_observed, pl.view.gain_observed)
+    np.testing.assert_array_equal(pa.prices, pl.prices)
+    full_rows, rows = _rows(sched, pl), _rows(abl, pa)
+    for name in rows:
+        np.testing.assert_array_equal(rows[name], full_rows[name])
+
+
+def test_no_marl_fixes_prices_and_drops_the_marl_candidate(full, obs):
+    sched, st = full
+    pl, abl, pa = _ablate(full, obs, use_marl=False)
+    np.testing.assert_array_equal(pa.prices, fixed_prices(S))
+    assert not np.allclose(pl.prices, fixed_prices(S))
+    assert abl.candidate_names() == ("drl", "gat", "local")
+    np.testing.assert_array_equal(pa.view.gain_observed, pl.view.gain_observed)
+    rows, full_rows = _rows(abl, pa), _rows(sched, pl)
+    np.testing.assert_array_equal(rows["gat"], full_rows["gat"])   # GAT does not see prices
+    # The DRL agents respond to the fixed prices instead of the MARL leaders' prices.
+    q = qnet.apply_q(st.drl.q, drl_learner.device_features(pa.view, fixed_prices(S), S))
+    np.testing.assert_array_equal(rows["drl"], jnp.argmax(q, -1))
+
+
+def test_no_drl_uses_the_heuristic_candidate(full, obs):
+    sched, st = full
+    pl, abl, pa = _ablate(full, obs, use_drl=False)
+    assert abl.candidate_names()[0] == "nearest" and abl.init(jax.random.key(0), S).drl is None
+    np.testing.assert_array_equal(pa.candidates[0], jnp.argmax(pl.view.gain_observed, -1) + 1)
+    np.testing.assert_array_equal(pa.candidates[1:], pl.candidates[1:])
+    np.testing.assert_array_equal(pa.prices, pl.prices)
+
+
+def test_no_qio_picks_the_best_candidate(full, obs):
+    sched, st = full
+    pl = _pipe(sched, st, obs)
+    abl = dataclasses.replace(sched, use_qio=False)
+    pa = _pipe(abl, st, obs)
+    np.testing.assert_array_equal(pa.candidates, pl.candidates)
+    np.testing.assert_array_equal(pa.candidate_scores, pl.candidate_scores)
+    np.testing.assert_array_equal(pa.fused, pl.candidates[int(jnp.argmin(pl.candidate_scores))])
+    assert float(pl.fused_score) <= float(pa.fused_score) + 1e-7
+
+
+def test_unified_rollout_every_variant_is_valid():
+    for flags in ({}, {"use_dt": False, "use_qio": False}, {"use_drl": False, "use_marl": False,
+                                                              "use_gat": False}):
+        out = rollout(small_unified(**flags), S, jax.random.key(5), 2, 2)
+        assert all(np.isfinite(np.asarray(v)).all() for v in out.values()), flags
+        assert float(np.max(out["invalid_decision"])) == 0.0
+
+
+def test_unified_refuses_bad_weights():
+    with pytest.raises(ValueError, match="weights"):
+        make("unified", weights=(1.0, 2.0))
+
+
+def test_reproduce_plans_table_5_from_the_shipped_checkpoints(tmp_path):
+    from mecjax.experiments.reproduce import ABLATION_VARIANTS, Settings, plan_cells
+
+    todo, missing = plan_cells(Settings(sizes=(50,), ablation_size=100, methods=("unified",)),
+                               "results/checkpoints")
+    assert missing == []
+    keys = [t[0] for t in todo]
+    assert ("unified", 50) in keys
+    # At N=100, not among the sizes, the full model needs its own cell too.
+    assert [k for k in keys if k[0].startswith("unified:")] == \
+        [(f"unified:{v}", 100) for v in ABLATION_VARIANTS]
+    flags = {t[0][0]: t[5] for t in todo}
+    assert flags["unified:Without DT"] == {"use_dt": False}
+    options = dict(todo[0][4])
+    assert options["twin_checkpoint"].endswith("twin_N50")
+    assert options["drl_checkpoint"].endswith("drl_fgso_N50")
+    # Nothing is planned for a root without checkpoints; the reasons are listed.
+    todo, missing = plan_cells(Settings(sizes=(50,), methods=("unified", "dt_mec")), str(tmp_path))
+    assert todo == [] and len(missing) == 4 and all("checkpoint" in m for m in missing)
+
+
+def test_variant_notes_use_paired_differences():
+    from mecjax.experiments.reproduce import Settings, variant_notes
+
+    def cell(values):
+        v = np.asarray(values, float)
+        return {"summary": {}, "per_instance": {"latency_ms": v.tolist(), "fairness": v.tolist()}}
+
+    base = [10.0, 20.0, 30.0, 40.0]
+    cells = {("dt_mec:DT-MEC (twin, H=3)", 100): cell(base),
+             # Shifted by exactly 1 on every instance: a clear paired difference even though
+             # the unpaired CIs of the two would overlap widely.
+             ("dt_mec:persistence forecast instead of the twin", 100): cell(np.add(base, 1.0)),
+             ("dt_mec:no look-ahead (H=1)", 100): cell(np.add(base, [1, -1, 1, -1]))}
+    notes = "\n".join(variant_notes(cells, Settings(ablation_size=100), "dt_mec",
+                                     ("latency_ms", "fairness"), "DT-MEC"))
+    assert "persistence forecast instead of the twin (paired" in notes
+    assert "latency_ms full better (-1 ± 0)" in notes and "fairness full worse" in notes
+    assert "no look-ahead (H=1) (paired over instances, 95% CI): latency_ms no clear difference" \
+        in notes
