@@ -118,22 +118,28 @@ def _train_shipped(args: argparse.Namespace) -> int:
     from mecjax import learners  # noqa: F401  (registers the learners)
     from mecjax.config import Scenario
     from mecjax.learners.base import get_learner
-    from mecjax.learners.recipes import RECIPES, SHIPPED_SIZES, TWIN_RECIPE, shipped_dir
+    from mecjax.learners.recipes import (DRL_GAT_RECIPE, RECIPES, SHIPPED_SIZES, TWIN_RECIPE,
+                                         drl_gat_hyper, shipped_dir)
     from mecjax.train import export_policy, train
 
-    methods = args.methods.split(",") if args.methods else list(RECIPES) + ["twin"]
+    # drl_gat (the unified scheduler's DRL agents) needs the shipped GAT-MEC policies first.
+    everything = list(RECIPES) + ["drl_gat", "twin"]
+    methods = args.methods.split(",") if args.methods else everything
     for method in methods:
         if method == "twin":   # one per-device forecaster serves every N
             recipe, sizes = TWIN_RECIPE, (TWIN_RECIPE["n_devices"],)
+        elif method == "drl_gat":
+            recipe, sizes = DRL_GAT_RECIPE, args.sizes or SHIPPED_SIZES
         elif method in RECIPES:
             recipe, sizes = RECIPES[method], args.sizes or SHIPPED_SIZES
         else:
             raise SystemExit(f"mecjax train-shipped: unknown method {method!r}; choose from "
-                             f"{', '.join(list(RECIPES) + ['twin'])}")
+                             f"{', '.join(everything)}")
         for n in sizes:
             # Full, resumable runs go to runs/; only the small policy is shipped.
             run_dir = shipped_dir(method, n, args.runs)
-            train(get_learner(method, **recipe["hyper"]), Scenario(n_devices=n), run_dir,
+            hyper = drl_gat_hyper(n, args.root) if method == "drl_gat" else recipe["hyper"]
+            train(get_learner(method, **hyper), Scenario(n_devices=n), run_dir,
                   total_updates=recipe["updates"], chunk=recipe["chunk"], seed=args.seed,
                   resume=True, keep=1)
             out = export_policy(run_dir, shipped_dir(method, n, args.root))
@@ -251,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=_sweep)
 
     tr = sub.add_parser("train", help="train a learned scheduler, with checkpoints and resume")
-    tr.add_argument("method", help="drl_fgso, gat_mec, tsg_marl or twin (the DT forecaster)")
+    tr.add_argument("method", help="drl_fgso, gat_mec, tsg_marl, twin (the DT forecaster) or "
+                                   "drl_gat (DRL on GAT embeddings; --set gat_checkpoint=DIR)")
     tr.add_argument("--n-devices", type=int, default=50)
     tr.add_argument("--n-servers", type=int, default=3)
     tr.add_argument("--updates", type=int, default=2000, help="training updates (slots)")

@@ -68,3 +68,14 @@ def test_comparison_notes_state_trends_and_orderings():
     assert "TS-Hybrid-SB, latency_ms: the paper's value rises with N; ours does too" in notes
     assert "QIO-MEC, latency_ms: the paper's value rises with N; ours does not" in notes
     assert "latency_ms at N=50" in notes and "different" in notes
+
+
+def test_readme_shows_the_committed_summary_table():
+    # The README's table is results/summary.md, written by `mecjax reproduce`; a rerun that
+    # changes the numbers must be copied into the README, never edited by hand.
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    summary = (root / "results" / "summary.md").read_text().strip()
+    assert summary.splitlines()[0].startswith("Tables 2-4 at N = 100")
+    assert summary in (root / "README.md").read_text()

@@ -11,6 +11,7 @@ import mecjax
 from mecjax.env import env
 from mecjax.env.types import Decision
 from mecjax.learners import drl_fgso as drl_learner
+from mecjax.learners import drl_gat
 from mecjax.learners import gat_mec as gat_learner
 from mecjax.learners import tsg_marl as marl_learner
 from mecjax.learners import twin
@@ -198,19 +199,25 @@ def test_no_dt_acts_on_the_last_observation_only(full, obs):
     rows = _rows(abl, pa)
     np.testing.assert_array_equal(rows["marl"], offload)
     np.testing.assert_array_equal(rows["gat"], gat_learner.greedy_actions(st.gat, obs, S))
-    q = qnet.apply_q(st.drl.q, drl_learner.device_features(obs, prices, S))
-    np.testing.assert_array_equal(rows["drl"], jnp.argmax(q, -1))
+    np.testing.assert_array_equal(rows["drl"], drl_gat.greedy_offload(st.drl, obs, prices, S))
 
 
-def test_no_gat_drops_only_the_gat_candidate(full, obs):
+def test_no_gat_feeds_raw_features_to_drl_and_drops_the_gat_candidate(full, obs):
     sched, st = full
     pl, abl, pa = _ablate(full, obs, use_gat=False)
     assert "gat" in sched.candidate_names() and "gat" not in abl.candidate_names()
     np.testing.assert_array_equal(pa.view.gain_observed, pl.view.gain_observed)
     np.testing.assert_array_equal(pa.prices, pl.prices)
     full_rows, rows = _rows(sched, pl), _rows(abl, pa)
-    for name in rows:
+    for name in ("marl", "local"):
         np.testing.assert_array_equal(rows[name], full_rows[name])
+    # With GAT the DRL agents see GAT embeddings; without, DRL-FGSO sees the raw state.
+    np.testing.assert_array_equal(full_rows["drl"],
+                                  drl_gat.greedy_offload(st.drl, pl.view, pl.prices, S))
+    raw = abl.init(jax.random.key(0), S).drl
+    assert not hasattr(raw, "gat")
+    q = qnet.apply_q(raw.q, drl_learner.device_features(pa.view, pa.prices, S))
+    np.testing.assert_array_equal(rows["drl"], jnp.argmax(q, -1))
 
 
 def test_no_marl_fixes_prices_and_drops_the_marl_candidate(full, obs):
@@ -223,8 +230,8 @@ def test_no_marl_fixes_prices_and_drops_the_marl_candidate(full, obs):
     rows, full_rows = _rows(abl, pa), _rows(sched, pl)
     np.testing.assert_array_equal(rows["gat"], full_rows["gat"])   # GAT does not see prices
     # The DRL agents respond to the fixed prices instead of the MARL leaders' prices.
-    q = qnet.apply_q(st.drl.q, drl_learner.device_features(pa.view, fixed_prices(S), S))
-    np.testing.assert_array_equal(rows["drl"], jnp.argmax(q, -1))
+    np.testing.assert_array_equal(rows["drl"],
+                                  drl_gat.greedy_offload(st.drl, pa.view, fixed_prices(S), S))
 
 
 def test_no_drl_uses_the_heuristic_candidate(full, obs):
@@ -275,6 +282,7 @@ def test_reproduce_plans_table_5_from_the_shipped_checkpoints(tmp_path):
     assert flags["unified:Without DT"] == {"use_dt": False}
     options = dict(todo[0][4])
     assert options["twin_checkpoint"].endswith("twin_N50")
+    assert options["drl_gat_checkpoint"].endswith("drl_gat_N50")
     assert options["drl_checkpoint"].endswith("drl_fgso_N50")
     # Nothing is planned for a root without checkpoints; the reasons are listed.
     todo, missing = plan_cells(Settings(sizes=(50,), methods=("unified", "dt_mec")), str(tmp_path))
@@ -300,3 +308,33 @@ def test_variant_notes_use_paired_differences():
     assert "latency_ms full better (-1 ± 0)" in notes and "fairness full worse" in notes
     assert "no look-ahead (H=1) (paired over instances, 95% CI): latency_ms no clear difference" \
         in notes
+
+
+# ------------------------------------------------------------------ DRL agents on GAT embeddings
+
+def test_drl_gat_learner_feeds_frozen_gat_embeddings_to_the_dqn():
+    from mecjax.checkpoint import CheckpointMismatchError
+    from mecjax.learners.base import get_learner
+    from mecjax.train import _train_chunk
+
+    s50 = mecjax.Scenario(n_devices=50)
+    learner = get_learner("drl_gat", n_envs=2, buffer_size=64,
+                          gat_checkpoint="results/checkpoints/gat_mec_N50")
+    gat = learner.gat_params(50, 3)
+    o, _ = env.reset(jax.random.key(0), s50)
+    emb = gat_learner.device_embeddings(gat, o, s50)
+    assert learner.feature_dim(s50) == drl_learner.feature_dim(3) + emb.shape[1]
+    feats = learner.features(o, fixed_prices(s50), s50)
+    np.testing.assert_array_equal(feats[:, -emb.shape[1]:], emb)
+    state = learner.init(jax.random.key(1), s50)
+    state, metrics = _train_chunk(learner, state, s50, 3)
+    assert np.isfinite(np.asarray(metrics["loss"])).all()
+    policy = learner.policy(state)
+    # The policy carries the frozen GAT unchanged: executing it needs nothing else.
+    for a, b in zip(jax.tree.leaves(policy.gat), jax.tree.leaves(gat)):
+        np.testing.assert_array_equal(a, b)
+    assert drl_gat.greedy_offload(policy, o, fixed_prices(s50), s50).shape == (50,)
+    # A GAT trained for another N is refused, naming the sizes.
+    other = get_learner("drl_gat", gat_checkpoint="results/checkpoints/gat_mec_N50")
+    with pytest.raises(CheckpointMismatchError, match="n_devices"):
+        other.feature_dim(mecjax.Scenario(n_devices=100))

@@ -97,7 +97,8 @@ def method_checkpoints(method: str, n: int, root: str) -> dict[str, str]:
     if method == "dt_mec":
         return {"checkpoint": shipped_twin_dir(root)}
     if method == "unified":
-        return {"drl_checkpoint": shipped_dir("drl_fgso", n, root),
+        return {"drl_gat_checkpoint": shipped_dir("drl_gat", n, root),
+                "drl_checkpoint": shipped_dir("drl_fgso", n, root),
                 "gat_checkpoint": shipped_dir("gat_mec", n, root),
                 "marl_checkpoint": shipped_dir("tsg_marl", n, root),
                 "twin_checkpoint": shipped_twin_dir(root)}
@@ -364,6 +365,7 @@ def write_outputs(result: dict, cells, settings: Settings, out: Path) -> None:
                         "python": platform.python_version(), "backend": jax.default_backend()}
     meta["scenario_defaults"] = dataclasses.asdict(Scenario())
     (out / "paper_tables.json").write_text(json.dumps(meta, indent=2))
+    (out / "summary.md").write_text("\n".join(summary_table(cells, settings)) + "\n")
     write_figures(cells, settings, out / "figures")
     write_ablation_figure(cells, settings, out / "figures")
 
@@ -400,6 +402,32 @@ def write_figures(cells, settings: Settings, fig_dir: Path) -> None:
         fig.tight_layout()
         fig.savefig(fig_dir / fname, dpi=120)
         plt.close(fig)
+
+
+def summary_table(cells, settings: Settings) -> list[str]:
+    """A compact table of Tables 2-4 at one N (the ablation's), for the README."""
+    n = settings.ablation_size if settings.ablation_size in settings.sizes else settings.sizes[-1]
+    cols = ("latency_ms", "energy_j", "fairness")
+    lines = [f"Tables 2-4 at N = {n}, M = 3 ({settings.instances} instances x {settings.slots} "
+             f"slots; mean ± 95% CI; paper in brackets; written by `mecjax reproduce` to "
+             f"`results/summary.md`):", "",
+             "| method | latency (ms) | energy (J) | Jain fairness | mean cost |",
+             "|---|---|---|---|---|"]
+    for label, name in methods_in_order():
+        cell = cells.get((name, n))
+        if cell is None:
+            continue
+        row = [label]
+        for metric in cols:
+            m = cell["summary"][metric]
+            ref = paper.TABLES[metric].get(name)
+            ref_txt = f" [{_fmt(metric, ref[paper.SIZES.index(n)])}]" if ref and n in paper.SIZES \
+                else ""
+            row.append(f"{_fmt(metric, m['mean'])} ± {_fmt(metric, m['ci95'])}{ref_txt}")
+        m = cell["summary"]["mean_cost"]
+        row.append(f"{m['mean']:.4f} ± {m['ci95']:.4f}")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
 
 
 # ---------------------------------------------------------------------------- Table 5

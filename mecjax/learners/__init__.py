@@ -1,3 +1,4 @@
 """Learners: jitted training of the learned schedulers (PureJaxRL style)."""
 
-from mecjax.learners import drl_fgso, fedavg, gat_mec, tsg_marl, twin  # noqa: F401  (registration)
+from mecjax.learners import (drl_fgso, drl_gat, fedavg, gat_mec,  # noqa: F401  (registration)
+                             tsg_marl, twin)

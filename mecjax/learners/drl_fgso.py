@@ -247,6 +247,14 @@ class DRLFGSO(Learner):
             raise ValueError(f"drl_fgso: epsilon={self.epsilon} must be in [0, 1]")
 
     # -- pieces --------------------------------------------------------------
+    def feature_dim(self, params) -> int:
+        """Width F of a device state (eq. 1)."""
+        return feature_dim(as_params(params).n_servers)
+
+    def features(self, obs, prices, params) -> jax.Array:
+        """[N, F] the device states the Q-networks see (eq. 1); subclasses add inputs."""
+        return device_features(obs, prices, params)
+
     def optimizer(self) -> optax.GradientTransformation:
         return optax.chain(optax.clip_by_global_norm(self.max_grad_norm),
                            optax.adam(self.learning_rate))
@@ -273,7 +281,7 @@ class DRLFGSO(Learner):
     def _init(self, key, params) -> DRLTrainState:
         p = as_params(params)
         n, m, b, c = p.n_devices, p.n_servers, self.n_envs, self.buffer_size
-        f = feature_dim(m)
+        f = self.feature_dim(p)
         k_net, k_env, k_run = jax.random.split(key, 3)
         global_model = qnet.init_params(k_net, f, m + 1, self.hidden)
         net = fedavg.broadcast(global_model, n)
@@ -327,7 +335,7 @@ class DRLFGSO(Learner):
         p = as_params(params)
         b = self.n_envs
         key, k_act, k_env, k_reset, k_learn = jax.random.split(state.key, 5)
-        feats_of = jax.vmap(device_features, (0, 0, None))
+        feats_of = jax.vmap(self.features, (0, 0, None))
 
         # 1. Followers act on the posted prices (epsilon-greedy, eqs. 1-2).
         prices = state.leader.prices                                            # [B, M]

@@ -72,7 +72,7 @@ from mecjax.env import physics
 from mecjax.env.graph import graph_from_observation
 from mecjax.env.types import Decision, EnvState, Observation
 from mecjax.learners.base import Learner, register_learner
-from mecjax.nets.gat import GATMECNet
+from mecjax.nets.gat import GAT, GATMECNet
 from mecjax.optim.allocation import allocate, optimal_bandwidth_shares, optimal_cpu_shares
 from mecjax.optim.pricing import initial_prices as fixed_prices
 
@@ -95,6 +95,15 @@ def apply_q(net_params, obs: Observation, params):
     net = GATMECNet.from_params(net_params)
     graph, dev = observation_features(obs, params)
     return net.apply({"params": net_params}, graph, dev)
+
+
+def device_embeddings(net_params, obs: Observation, params):
+    """[N, embed] every device's GAT embedding (eqs. 11-12) from a GAT-MEC
+    network's encoder: what the unified scheduler feeds its DRL agents."""
+    net = GATMECNet.from_params(net_params)
+    graph, dev = observation_features(obs, params)
+    encoder = GAT(net.hidden, net.heads, net.embed, net.embed_heads)
+    return encoder.apply({"params": net_params["gat"]}, graph)[:dev.shape[0]]
 
 
 def greedy_actions(net_params, obs: Observation, params):

@@ -27,3 +27,11 @@ TWIN_RECIPE: dict = {"hyper": {}, "updates": 2000, "chunk": 250, "n_devices": 50
 
 def shipped_twin_dir(root: str = SHIPPED_ROOT) -> str:
     return shipped_dir("twin", TWIN_RECIPE["n_devices"], root)
+
+# The unified scheduler's DRL agents on GAT embeddings (``drl_gat``): DRL-FGSO's
+# recipe, on the frozen encoder of the GAT-MEC checkpoint shipped for the same N.
+DRL_GAT_RECIPE: dict = {"hyper": {}, "updates": 10000, "chunk": 1000}
+
+
+def drl_gat_hyper(n_devices: int, root: str = SHIPPED_ROOT) -> dict:
+    return {**DRL_GAT_RECIPE["hyper"], "gat_checkpoint": shipped_dir("gat_mec", n_devices, root)}

@@ -10,8 +10,10 @@ One jitted decision step runs the steps of Algorithm 2 on every slot:
    the view and its head gives a candidate assignment.
 3. *MARL pricing* (step 8): the TSG-MARL leader actors post this slot's
    prices from the servers' view; its follower actors give a candidate.
-4. *DRL* (steps 6-7): every device's federated DQN (DRL-FGSO) picks its
-   option for the posted prices: a candidate.
+4. *DRL* (steps 6-7): the GAT's device embeddings are fed to the DRL
+   agents with each device's state (eq. 1): a federated DQN trained this way
+   (:mod:`mecjax.learners.drl_gat`) picks every device's option for the
+   posted prices: a candidate.
 5. *Candidates* (step 9): the learned candidates above, plus all-local (the
    safe fallback every scheduler can reach).
 6. *QIO* (step 10): quantum-inspired search (population 30, 100 iterations,
@@ -28,18 +30,19 @@ One jitted decision step runs the steps of Algorithm 2 on every slot:
 Ablations (Table 5) are flags, each removing exactly its piece:
 
 * ``use_dt=False``: no twin; every step works on the last observation.
-* ``use_gat=False``: no GAT candidate.
+* ``use_gat=False``: no GAT: the DRL agents are DRL-FGSO's, on the raw
+  device state, and there is no GAT candidate.
 * ``use_marl=False``: fixed prices (the scenario's initial price) and no
   MARL candidate; the DRL agents see the fixed prices.
 * ``use_drl=False``: the DRL candidate is replaced by a heuristic, each
   device offloading to its best (predicted) channel (the ``nearest`` rule).
 * ``use_qio=False``: no refinement; fusion picks among the candidates.
 
-Departure from the paper: our DRL agents were trained on the raw device
-state (eq. 1), not on GAT embeddings, so "feeding embeddings to DRL" (step
-6) is realised as GAT's own candidate entering the fusion next to DRL's.
 Each module runs the policy shipped for its own method and N (the
-``*_checkpoint`` options; "" = untrained).
+``*_checkpoint`` options; "" = untrained): ``drl_gat_checkpoint`` the DRL
+agents on GAT embeddings, ``drl_checkpoint`` DRL-FGSO (used without GAT),
+``gat_checkpoint`` GAT-MEC, ``marl_checkpoint`` TSG-MARL and
+``twin_checkpoint`` the twin.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from flax import struct
 from mecjax.config import as_params
 from mecjax.env.types import Observation
 from mecjax.learners import drl_fgso as _drl
+from mecjax.learners import drl_gat as _drl_gat
 from mecjax.learners import gat_mec as _gat
 from mecjax.learners import tsg_marl as _marl
 from mecjax.learners import twin
@@ -66,7 +70,7 @@ from mecjax.schedulers.dt_mec import load_twin_policy
 
 @struct.dataclass
 class UnifiedState:
-    drl: Any      # DRLPolicy or None
+    drl: Any      # DRLGATPolicy (with GAT), DRLPolicy (without) or None (without DRL)
     gat: Any      # GAT-MEC network parameters or None
     marl: Any     # TSG-MARL actors or None
     twin: Any     # TwinPolicy or None
@@ -100,6 +104,7 @@ def _stamp(path: str) -> str:
 @dataclasses.dataclass(frozen=True)
 class Unified(Scheduler):
     name = "unified"
+    drl_gat_checkpoint: str = ""
     drl_checkpoint: str = ""
     gat_checkpoint: str = ""
     marl_checkpoint: str = ""
@@ -116,8 +121,9 @@ class Unified(Scheduler):
 
     def __post_init__(self):
         if not self.checkpoint_id:
-            stamps = [_stamp(c) for c in (self.drl_checkpoint, self.gat_checkpoint,
-                                          self.marl_checkpoint, self.twin_checkpoint)]
+            stamps = [_stamp(c) for c in (self.drl_gat_checkpoint, self.drl_checkpoint,
+                                          self.gat_checkpoint, self.marl_checkpoint,
+                                          self.twin_checkpoint)]
             object.__setattr__(self, "checkpoint_id", "|".join(stamps))
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
         if len(self.weights) != 4:
@@ -145,13 +151,27 @@ class Unified(Scheduler):
             return make(method, checkpoint=checkpoint).load_policy(kk, p) if needed else None
 
         twin_policy = load_twin_policy(self.twin_checkpoint, k[3], p) if self.use_dt else None
+        if self.use_drl and self.use_gat:
+            drl = self.drl_gat_policy(k[0], p)
+        else:
+            drl = policy("drl_fgso", self.drl_checkpoint, k[0], self.use_drl)
         return UnifiedState(
-            drl=policy("drl_fgso", self.drl_checkpoint, k[0], self.use_drl),
+            drl=drl,
             gat=policy("gat_mec", self.gat_checkpoint, k[1], self.use_gat),
             marl=policy("tsg_marl", self.marl_checkpoint, k[2], self.use_marl),
             twin=twin_policy,
             carry=twin.init_carry(twin_policy, p.n_devices) if self.use_dt else None,
         )
+
+    def drl_gat_policy(self, key, params):
+        """The DRL agents on GAT embeddings: trained (``drl_gat_checkpoint``) or not."""
+        p = as_params(params)
+        if self.drl_gat_checkpoint:
+            from mecjax.train import load_policy
+
+            return load_policy(self.drl_gat_checkpoint, "drl_gat", p.n_devices, p.n_servers)
+        learner = _drl_gat.DRLGAT()
+        return learner.policy(learner.init(key, p))
 
     def pipeline(self, key, sched_state: UnifiedState, obs: Observation, params) -> Pipeline:
         """Steps 1-7 of the module docstring for one slot."""
@@ -168,8 +188,10 @@ class Unified(Scheduler):
             marl_offload, prices = _marl.greedy_actions(sched_state.marl, view, p)
         else:
             prices = fixed_prices(p)
-        # 4. DRL (or its heuristic replacement), 2. GAT, 5. candidates
-        if self.use_drl:
+        # 2 + 4. DRL on GAT embeddings (or raw features, or the heuristic), GAT, 5. candidates
+        if self.use_drl and self.use_gat:     # GAT embeddings fed to the DRL agents
+            first = _drl_gat.greedy_offload(sched_state.drl, view, prices, p)
+        elif self.use_drl:
             q = qnet.apply_q(sched_state.drl.q, _drl.device_features(view, prices, p))
             first = jnp.argmax(q, -1)
         else:
