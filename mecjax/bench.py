@@ -90,6 +90,20 @@ def _slots_for(n: int, batch: int, budget: float, min_slots: int = 3, max_slots:
     return int(np.clip(budget // (n * batch), min_slots, max_slots))
 
 
+def write_benchmark(out_dir, stem: str, rows: list[dict], intro: str, head: list[str],
+                    table: list[str]) -> None:
+    """Write ``OUT/stem.json`` (machine and rows) and ``OUT/stem.md`` (title line
+    ``head[0]``, ``intro``, the machine, then the table: ``head[1:]`` and ``table``)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    machine = machine_description()
+    (out / f"{stem}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+    lines = [head[0], "", intro, "",
+             f"Machine: {machine['platform']}, {machine['cpu_count']} cores, jax "
+             f"{machine['jax']} ({machine['jax_backend']}), {machine['date']}.", ""]
+    (out / f"{stem}.md").write_text("\n".join(lines + head[1:] + table) + "\n")
+
+
 def machine_description() -> dict:
     dev = jax.devices()[0]
     return {

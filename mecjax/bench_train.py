@@ -8,12 +8,9 @@ Writes ``results/benchmarks/train_throughput.{md,json}``.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import jax
 
-from mecjax.bench import _best_time, machine_description
+from mecjax.bench import _best_time, write_benchmark
 from mecjax.config import Scenario
 from mecjax.learners.base import get_learner
 from mecjax.learners.recipes import RECIPES
@@ -47,21 +44,15 @@ def bench_train(methods=tuple(RECIPES), ns=(50, 150), updates: int = 50, repeats
             log(f"  {method:10s} N={n:4d} B={b:3d}: {row['updates_per_s']:8.1f} updates/s, "
                 f"{row['env_device_steps_per_s']:.3g} env device-steps/s")
     if out_dir:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        machine = machine_description()
-        (out / "train_throughput.json").write_text(json.dumps({"machine": machine, "rows": rows},
-                                                              indent=2))
-        lines = ["# Training throughput", "",
-                 "Written by `mecjax bench train`. One update = one slot on every training "
-                 "instance plus the learner's gradient step(s), inside the jitted `lax.scan` "
-                 f"chunk that `mecjax train` runs; best of {repeats} timed chunks of {updates} "
-                 "updates after a warm-up chunk.", "",
-                 f"Machine: {machine['platform']}, {machine['cpu_count']} cores, jax "
-                 f"{machine['jax']} ({machine['jax_backend']}), {machine['date']}.", "",
-                 "| method | N | training instances | updates/s | env device-steps/s |",
-                 "|---|---|---|---|---|"]
-        lines += [f"| {r['method']} | {r['n_devices']} | {r['instances']} | "
-                  f"{r['updates_per_s']:.1f} | {r['env_device_steps_per_s']:.3g} |" for r in rows]
-        (out / "train_throughput.md").write_text("\n".join(lines) + "\n")
+        write_benchmark(
+            out_dir, "train_throughput", rows,
+            "Written by `mecjax bench train`. One update = one slot on every training "
+            "instance plus the learner's gradient step(s), inside the jitted `lax.scan` "
+            f"chunk that `mecjax train` runs; best of {repeats} timed chunks of {updates} "
+            "updates after a warm-up chunk.",
+            ["# Training throughput",
+             "| method | N | training instances | updates/s | env device-steps/s |",
+             "|---|---|---|---|---|"],
+            [f"| {r['method']} | {r['n_devices']} | {r['instances']} | "
+             f"{r['updates_per_s']:.1f} | {r['env_device_steps_per_s']:.3g} |" for r in rows])
     return rows

@@ -178,6 +178,13 @@ def _bench(args: argparse.Namespace) -> int:
         bench_train(ns=args.ns or (50, 150), out_dir=None if args.no_write else args.out,
                     repeats=args.repeats)
         return 0
+    if args.what == "schedulers":
+        from mecjax.bench_schedulers import bench_schedulers
+
+        bench_schedulers(ns=args.ns or (50, 150), instances=(args.batches or (32,))[0],
+                         repeats=min(args.repeats, 2),
+                         out_dir=None if args.no_write else args.out)
+        return 0
     if args.what == "scale":
         from mecjax.bench_scale import bench_scale
 
@@ -211,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("bench", help="throughput benchmarks against NumPy")
-    bench.add_argument("what", choices=["env", "optim", "scale", "train"], help="what to benchmark")
+    bench.add_argument("what", choices=["env", "optim", "scale", "train", "schedulers"],
+                       help="what to benchmark")
     bench.add_argument("--ns", type=_ints, help="device counts, e.g. 50,150,1000")
     bench.add_argument("--batches", type=_ints, help="instance batch sizes, e.g. 1,64,1024")
     bench.add_argument("--budget", type=float, default=4e6,

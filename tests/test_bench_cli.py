@@ -47,3 +47,20 @@ def test_bench_scale_writes_table_figure_and_exponents(tmp_path):
     assert len(res["rows"]["env_n"]) == 2 and res["rows"]["env_n"][0]["memory_bytes"] > 0
     assert "fitted exponent" in (tmp_path / "scale.md").read_text()
     assert (tmp_path / "scale.png").stat().st_size > 1000
+
+
+def test_bench_schedulers_table_and_missing_checkpoints(tmp_path):
+    from mecjax.bench_schedulers import bench_schedulers
+
+    logs = []
+    rows = bench_schedulers(ns=(6,), instances=2, slots=1, repeats=1, ckpt_root=str(tmp_path),
+                            out_dir=str(tmp_path / "out"), log=logs.append)
+    names = [r["scheduler"] for r in rows]
+    assert names[0] == "local" and rows[0]["slowdown_vs_local"] == 1.0
+    # Learned methods need their checkpoints; without them they are skipped, not faked.
+    assert "drl_fgso" not in names and "unified" not in names
+    assert any("DT-MEC N=6: no checkpoint" in line for line in logs)
+    assert {"ts_hybrid_sb", "qio_mec", "greedy", "best_response"} <= set(names)
+    assert all(r["decisions_per_s"] > 0 for r in rows)
+    md = (tmp_path / "out" / "scheduler_throughput.md").read_text()
+    assert "| QIO-MEC | 6 |" in md
