@@ -77,12 +77,17 @@ def _jax_evaluate_many(states, offsets, s: Scenario, repeats: int):
     return acc
 
 
-def _best_time(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
+def _best_time(fn, repeats: int, time_limit_s: float = float("inf")) -> float:
+    """Best of ``repeats`` timed runs; stops early once ``time_limit_s`` has been spent
+    (at least one run)."""
+    best, spent = float("inf"), 0.0
+    for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        dt = time.perf_counter() - t0
+        best, spent = min(best, dt), spent + dt
+        if spent >= time_limit_s:
+            break
     return best
 
 

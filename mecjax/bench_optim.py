@@ -34,46 +34,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from mecjax import env
-from mecjax.bench import machine_description
+from mecjax.bench import _best_time, machine_description
 from mecjax.config import Scenario
 from mecjax.optim import numpy_qio, objective, pso, qio
 
 
 @partial(jax.jit, static_argnums=(3, 4))
-def _jax_qio(keys, obs, prices, s: Scenario, config: qio.QIOConfig):
-    """vmap over instances of ``qio.search``: ``(best_x [B, N], best_fitness [B])``."""
+def _jax_search(keys, obs, prices, s: Scenario, config):
+    """vmap over instances of ``qio.search`` or ``pso.search`` (chosen by the type
+    of ``config``): ``(best_x [B, N], best_fitness [B])``."""
+    search = qio.search if isinstance(config, qio.QIOConfig) else pso.search
+
     def one(key, view):
         fitness = lambda x: objective.batch_mean_cost(view, x, prices, s)  # noqa: E731
-        return qio.search(key, fitness, s.n_devices, s.n_options, config)
-    return jax.vmap(one)(keys, obs)
-
-
-@partial(jax.jit, static_argnums=(3, 4))
-def _jax_pso(keys, obs, prices, s: Scenario, config: pso.PSOConfig):
-    """vmap over instances of ``pso.search``: ``(best_x [B, N], best_fitness [B])``."""
-    def one(key, view):
-        fitness = lambda x: objective.batch_mean_cost(view, x, prices, s)  # noqa: E731
-        return pso.search(key, fitness, s.n_devices, s.n_options, config)
+        return search(key, fitness, s.n_devices, s.n_options, config)
     return jax.vmap(one)(keys, obs)
 
 
 @partial(jax.jit, static_argnums=(1,))
 def _observations(keys, s: Scenario):
     return jax.vmap(env.reset, (0, None))(keys, s)[0]
-
-
-def _best_time(fn, repeats: int, time_limit_s: float = float("inf")) -> float:
-    """Best of ``repeats`` timed runs; stops early once ``time_limit_s`` has been spent
-    (at least one run)."""
-    best, spent = float("inf"), 0.0
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t0
-        best, spent = min(best, dt), spent + dt
-        if spent >= time_limit_s:
-            break
-    return best
 
 
 def _time_jax(jitted, dynamic, static, repeats: int, warmup: bool, time_limit_s: float):
@@ -111,10 +91,10 @@ def bench_optim_row(n: int, batch: int, population: int = 30, iterations: int = 
     # ahead of time and timed without a warm-up run: first-run effects are negligible there.
     warmup = n * batch * population * iterations <= warmup_limit
     qcfg = qio.QIOConfig(population=population, iterations=iterations)
-    t_qio, (_, qio_f) = _time_jax(_jax_qio, (keys, obs, prices), (s, qcfg), repeats, warmup,
+    t_qio, (_, qio_f) = _time_jax(_jax_search, (keys, obs, prices), (s, qcfg), repeats, warmup,
                                   time_limit_s)
     pcfg = pso.PSOConfig(particles=population, iterations=iterations)
-    t_pso, (_, pso_f) = _time_jax(_jax_pso, (keys, obs, prices), (s, pcfg), repeats, warmup,
+    t_pso, (_, pso_f) = _time_jax(_jax_search, (keys, obs, prices), (s, pcfg), repeats, warmup,
                                   time_limit_s)
 
     # NumPy: the same observations as float32 dicts, its own generator.

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from mecjax.env import rng
+from mecjax.optim.population import update_bests
 
 
 @struct.dataclass
@@ -71,13 +72,8 @@ def ask(key, state: PSOState):
 
 
 def tell(key, state: PSOState, x, fitness, config: PSOConfig = PSOConfig()) -> PSOState:
-    improved = fitness < state.personal_f
-    personal_x = jnp.where(improved[:, None], x, state.personal_x)
-    personal_f = jnp.where(improved, fitness, state.personal_f)
-    k = jnp.argmin(personal_f)
-    better = personal_f[k] < state.best_fitness
-    best_x = jnp.where(better, personal_x[k], state.best_x)
-    best_f = jnp.where(better, personal_f[k], state.best_fitness)
+    personal_x, personal_f, best_x, best_f = update_bests(
+        state.personal_x, state.personal_f, state.best_x, state.best_fitness, x, fitness)
     n_options = state.confidence.shape[-1]
     seed = rng.seed_words(key)
     r1 = rng.uniform(seed, 12, state.confidence.shape[:2])[..., None]

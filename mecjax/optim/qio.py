@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from mecjax.env import rng
+from mecjax.optim.population import update_bests
 
 
 def n_qubits(n_options: int) -> int:
@@ -112,13 +113,8 @@ def ask(key, state: QIOState, n_options: int):
 
 def tell(state: QIOState, x, fitness, n_options: int, config: QIOConfig = QIOConfig()) -> QIOState:
     """Update the bests, then rotate every qubit towards its attractor's bits (eq. 20)."""
-    improved = fitness < state.personal_f
-    personal_x = jnp.where(improved[:, None], x, state.personal_x)
-    personal_f = jnp.where(improved, fitness, state.personal_f)
-    k = jnp.argmin(fitness)
-    better = fitness[k] < state.best_fitness
-    best_x = jnp.where(better, x[k], state.best_x)
-    best_fitness = jnp.where(better, fitness[k], state.best_fitness)
+    personal_x, personal_f, best_x, best_fitness = update_bests(
+        state.personal_x, state.personal_f, state.best_x, state.best_fitness, x, fitness)
     q = state.theta.shape[-1]
     if config.attractor == "global":
         target = _bits(best_x, q)[None]                   # [1, N, q]

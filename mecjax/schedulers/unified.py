@@ -62,7 +62,7 @@ from mecjax.learners import gat_mec as _gat
 from mecjax.learners import tsg_marl as _marl
 from mecjax.learners import twin
 from mecjax.nets import qnet
-from mecjax.optim import fusion, qio
+from mecjax.optim import fusion, lookahead, qio
 from mecjax.optim.allocation import allocate
 from mecjax.schedulers.base import Scheduler, fixed_prices, make, register
 from mecjax.schedulers.dt_mec import load_twin_policy
@@ -180,7 +180,7 @@ class Unified(Scheduler):
         carry = sched_state.carry
         if self.use_dt:
             carry, slots = twin.predict_slots(sched_state.twin, carry, obs, 1, p)
-            view = obs.replace(gain_observed=slots.gain[0])
+            view = lookahead.predicted_view(obs, slots, 0)
         else:
             view = obs
         # 3. MARL pricing (the leaders move first) and its follower candidate
