@@ -10,7 +10,8 @@ from pathlib import Path
 import jax
 
 from mecjax.config import Scenario
-from mecjax.learners.recipes import RECIPES, SHIPPED_ROOT, shipped_dir
+from mecjax.experiments.reproduce import learned_checkpoint
+from mecjax.learners.recipes import RECIPES, SHIPPED_ROOT
 from mecjax.rollout import rollout, summarize
 from mecjax.schedulers import available, make
 
@@ -29,15 +30,12 @@ def run(sizes=(50, 150), instances: int = 32, slots: int = 20, seed: int = 1234,
             if name not in available():
                 table[n][name] = None
                 continue
-            if name in RECIPES:
-                path = shipped_dir(name, n, ckpt_root)
-                if not (Path(path) / "ckpt").exists():
-                    log(f"  N={n} {name}: no checkpoint at {path}")
-                    table[n][name] = None
-                    continue
-                sched = make(name, checkpoint=path)
-            else:
-                sched = make(name)
+            found = learned_checkpoint(name, n, ckpt_root)
+            if found is None:
+                log(f"  N={n} {name}: no checkpoint under {ckpt_root}")
+                table[n][name] = None
+                continue
+            sched = make(name, **found[0])
             summ = summarize(rollout(sched, s, jax.random.key(seed), instances, slots))
             table[n][name] = {k: summ[k] for k in SHOWN}
             log(f"  N={n} {name:14s} mean cost {summ['mean_cost']['mean']:.5f} ± "
