@@ -9,7 +9,9 @@ Two objects describe a scenario:
   continuous constants are leaves. Sweeps ``vmap`` over it (e.g. over
   bandwidth or cost weights) without recompiling. Sizes stay static.
 
-Every environment function accepts either; :func:`as_params` converts.
+Every environment function accepts either; :func:`as_params` converts. The
+field list is written once, in :class:`Scenario`; :class:`EnvParams` takes its
+fields from there (those in :data:`STATIC_FIELDS` as static metadata).
 """
 
 from __future__ import annotations
@@ -24,12 +26,17 @@ import numpy as np
 from flax import struct
 
 # Static (shape- or structure-determining) fields: Python values, never traced.
-STATIC_FIELDS = ("n_devices", "n_servers", "horizon", "mobility", "knn")
+STATIC_FIELDS = ("n_devices", "n_servers", "horizon", "mobility", "knn", "noise_rng")
+
+# Generators of the simulator's noise (Scenario.noise_rng): "hash" expands the
+# key with the counter hash of mecjax.env.rng, "jax" draws every word from the
+# key's own generator (threefry, rbg or unsafe_rbg, whatever the key was made with).
+NOISE_RNGS = ("hash", "jax")
 
 
 @dataclasses.dataclass(frozen=True)
 class Scenario:
-    """Every constant of the MEC model (DESIGN.md section 3).
+    """Every constant of the MEC model (``docs/model.md``).
 
     Units are SI unless the name says otherwise. Defaults are the paper's
     Table 1 where it gives a value; the others come from the MEC papers cited
@@ -89,6 +96,8 @@ class Scenario:
     gamma: float = 0.2             # ... on payment (1/price unit)
     leader_lambda: float = 1.0     # leader utility weight on server energy (eq. 15)
     leader_mu: float = 1.0         # leader utility weight on mean delay (eq. 15)
+    # -- simulation (static) ----------------------------------------------
+    noise_rng: str = "hash"        # generator of the noise: one of NOISE_RNGS
 
     def __post_init__(self) -> None:
         # Accept NumPy scalars (np.float32(0.5), np.int64(50)) as plain Python numbers.
@@ -134,6 +143,8 @@ def validate_scenario(s: Scenario) -> None:
     _check(s.horizon >= 1, "horizon", s.horizon, ">= 1")
     _check(s.knn >= 0, "knn", s.knn, ">= 0")
     _check(isinstance(s.mobility, bool), "mobility", s.mobility, "a bool")
+    _check(isinstance(s.noise_rng, str) and s.noise_rng in NOISE_RNGS, "noise_rng",
+           s.noise_rng, "one of " + ", ".join(repr(g) for g in NOISE_RNGS))
     for f in dataclasses.fields(s):
         v = getattr(s, f.name)
         if f.name in STATIC_FIELDS:
@@ -176,57 +187,28 @@ jax.tree_util.register_pytree_node(
 )
 
 
+def _fields_of_scenario(cls: type) -> type:
+    """Give ``cls`` one field per :class:`Scenario` field, in the same order:
+    those in :data:`STATIC_FIELDS` static (pytree metadata), the others leaves.
+    Applied before ``struct.dataclass``, so a field added to Scenario is a
+    field of EnvParams with no second list to keep in step."""
+    names = [f.name for f in dataclasses.fields(Scenario)]
+    cls.__annotations__ = {name: Any for name in names}
+    for name in names:
+        setattr(cls, name, struct.field(pytree_node=name not in STATIC_FIELDS))
+    return cls
+
+
 @struct.dataclass
+@_fields_of_scenario
 class EnvParams:
-    """A scenario as a pytree: float leaves (vmappable), static sizes.
+    """A scenario as a pytree: float32 scalar leaves (vmappable), static sizes.
 
-    Build it with :meth:`Scenario.params` (validated). Fields mirror
-    :class:`Scenario`; see there for meaning and units.
+    Build it with :meth:`Scenario.params` (validated). Its fields are exactly
+    :class:`Scenario`'s (see there for meaning and units): the ones in
+    :data:`STATIC_FIELDS` are Python values in the treedef, the others
+    float32 leaves.
     """
-
-    n_devices: int = struct.field(pytree_node=False)
-    n_servers: int = struct.field(pytree_node=False)
-    horizon: int = struct.field(pytree_node=False)
-    mobility: bool = struct.field(pytree_node=False)
-    knn: int = struct.field(pytree_node=False)
-    slot_s: Any = None
-    area_m: Any = None
-    server_radius_m: Any = None
-    min_distance_m: Any = None
-    mobility_step_m: Any = None
-    task_bits_min: Any = None
-    task_bits_max: Any = None
-    task_cycles_min: Any = None
-    task_cycles_max: Any = None
-    load_mean: Any = None
-    load_amplitude: Any = None
-    load_period_slots: Any = None
-    burst_rho: Any = None
-    burst_std: Any = None
-    task_noise: Any = None
-    bandwidth_hz: Any = None
-    noise_w: Any = None
-    pathloss_db_at_1km: Any = None
-    pathloss_slope_db: Any = None
-    fading_rho: Any = None
-    tx_power_min_w: Any = None
-    tx_power_max_w: Any = None
-    server_cpu_hz: Any = None
-    device_cpu_min_hz: Any = None
-    device_cpu_max_hz: Any = None
-    kappa: Any = None
-    server_kappa: Any = None
-    battery_capacity_j: Any = None
-    battery_init_min: Any = None
-    harvest_max_j: Any = None
-    price_min: Any = None
-    price_max: Any = None
-    price_init: Any = None
-    alpha: Any = None
-    beta: Any = None
-    gamma: Any = None
-    leader_lambda: Any = None
-    leader_mu: Any = None
 
     @classmethod
     def from_scenario(cls, s: Scenario) -> "EnvParams":

@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mecjax.config import as_params
-from mecjax.rollout import _instance
+from mecjax.rollout import rollout_instance
 from mecjax.schedulers.base import Scheduler
 
 AXIS = "instances"
@@ -31,7 +31,7 @@ def instance_mesh(devices=None) -> Mesh:
     """A 1-D mesh over ``devices`` (default: all devices of all processes)."""
     devices = jax.devices() if devices is None else list(devices)
     # make_mesh defaults to Explicit axes, which breaks a plain vmap over keys made inside
-    # jit (DESIGN.md section 6); Auto lets XLA propagate the batch sharding.
+    # jit (docs/design.md, measured facts); Auto lets XLA propagate the batch sharding.
     return jax.make_mesh((len(devices),), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
                          devices=devices)
 
@@ -42,10 +42,10 @@ def maybe_initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
-@partial(jax.jit, static_argnums=(0, 3))
+@partial(jax.jit, static_argnums=(3,))
 def _rollout_from_key_data(scheduler, params, key_data, n_slots: int):
-    return jax.vmap(lambda kd: _instance(scheduler, params, jax.random.wrap_key_data(kd),
-                                         n_slots))(key_data)
+    return jax.vmap(lambda kd: rollout_instance(scheduler, params, jax.random.wrap_key_data(kd),
+                                                n_slots))(key_data)
 
 
 def padded_size(n_instances: int, n_devices: int) -> int:

@@ -2,7 +2,7 @@
 
 import json
 
-from mecjax import bench
+from benchmarks import env as bench
 from mecjax.cli import main
 
 
@@ -19,6 +19,12 @@ def test_bench_env_writes_markdown_and_json(tmp_path):
     assert record["rows"][0]["n_devices"] == 5 and "jax" in record["machine"]
     table = (tmp_path / "env_throughput.md").read_text()
     assert "| 5 | 2 |" in table and "mecjax bench env" in table
+    # The noise generators are timed on the same rollout: ours against JAX's own.
+    noise = record["noise_generators"]
+    assert [(r["noise_rng"], r["key_impl"]) for r in noise] == [
+        ("hash", "threefry2x32"), ("jax", "threefry2x32"), ("jax", "rbg"), ("jax", "unsafe_rbg")]
+    assert noise[0]["vs_hash"] == 1.0 and all(r["dev_steps_per_s"] > 0 for r in noise)
+    assert "## Which generator draws the noise" in table and "| jax | unsafe_rbg | 5 | 2 |" in table
 
 
 def test_cli_bench_env_runs(tmp_path, capsys):
@@ -36,7 +42,7 @@ def test_cli_bench_optim_runs(tmp_path):
 
 
 def test_bench_scale_writes_table_figure_and_exponents(tmp_path):
-    from mecjax.bench_scale import bench_scale, growth_exponent
+    from benchmarks.scale import bench_scale, growth_exponent
 
     assert abs(growth_exponent([10, 100, 1000], [1.0, 10.0, 100.0], 10) - 1.0) < 1e-9
     assert abs(growth_exponent([150, 300], [1.0, 4.0], 150) - 2.0) < 1e-9
@@ -50,7 +56,7 @@ def test_bench_scale_writes_table_figure_and_exponents(tmp_path):
 
 
 def test_bench_schedulers_table_and_missing_checkpoints(tmp_path):
-    from mecjax.bench_schedulers import bench_schedulers
+    from benchmarks.schedulers import bench_schedulers
 
     logs = []
     rows = bench_schedulers(ns=(6,), instances=2, slots=1, repeats=1, ckpt_root=str(tmp_path),

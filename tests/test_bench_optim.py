@@ -9,7 +9,7 @@ import pytest
 
 import mecjax
 from mecjax import env
-from mecjax.bench_optim import bench_optim
+from benchmarks.optim import bench_optim
 from mecjax.env import rng as jrng
 from mecjax.optim import allocation, numpy_qio, objective, qio
 

@@ -14,6 +14,12 @@ import pytest
 from mecjax import checkpoint as ckpt
 from mecjax.checkpoint import CheckpointCorruptError, CheckpointMismatchError
 
+# orbax abandons the other reads when one array read fails; the garbage collector finalises
+# them whenever it runs, in whichever test: noise from orbax, not a failure of this module.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <coroutine object _read_array_index_and_device_put"
+    ":pytest.PytestUnraisableExceptionWarning")
+
 CONFIG = {"method": "gat_mec", "n_devices": 50, "n_servers": 5, "lr": 1e-3, "hidden": [64, 64]}
 
 
@@ -45,11 +51,12 @@ def make_state(seed: int):
             "actions": jnp.arange(6, dtype=jnp.int32).reshape(2, 3) * (seed + 1),
             "done": jnp.array([True, False, seed % 2 == 0]),
             "np_counts": np.arange(3, dtype=np.int32) + seed,
+            # over OCDBT's 1 KiB inline limit: stored in a data file that no format checksums
+            "replay": jax.random.normal(k2, (512, 8), jnp.float32) + seed,
         },
-        "step": 7 + seed,  # Python scalars
-        "epsilon": 0.1 + seed,
-        "warm": bool(seed % 2),
-        "scale": jnp.float32(0.25 + seed),  # 0-d array
+        "step": jnp.asarray(7 + seed, jnp.int32),  # 0-d arrays
+        "scale": jnp.float32(0.25 + seed),
+        "none": None,  # an empty node, as flax/optax states have
     }
 
 
@@ -58,9 +65,6 @@ def assert_bit_exact(a, b):
     for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b)):
         where = jax.tree_util.keystr(path)
         assert type(x) is type(y), where
-        if isinstance(x, (bool, int, float)):
-            assert repr(x) == repr(y), where
-            continue
         if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
             assert x.dtype == y.dtype and x.shape == y.shape, where
             x, y = jax.random.key_data(x), jax.random.key_data(y)
@@ -125,8 +129,7 @@ def test_round_trip_into_an_abstract_target(saved):
         assert isinstance(x, jax.Array)
         if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
             x, y = jax.random.key_data(x), jax.random.key_data(y)
-        # Python scalars come back as the target's 0-d arrays, as jax.eval_shape made them
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y, dtype=x.dtype))
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert state["opt_state"][0].count.dtype == jnp.int32
     assert state["step"].dtype == jnp.int32 and int(state["step"]) == 9
 
@@ -276,11 +279,10 @@ def _flip_middle_byte(path):
     path.write_bytes(bytes(data))
 
 
-# When one array read fails, orbax abandons the others on a closed event loop and tensorstore
-# reports "Event loop is closed" as they finish: noise, not a failure of this module.
+# tensorstore reports "Event loop is closed" as the abandoned reads finish: noise as well
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_corrupt_array_files_are_detected(saved, tmp_path):
-    """Every single-byte flip or truncation of an array file either fails loudly or does not matter."""
+    """Every single-byte flip or truncation of a state file either fails loudly or does not matter."""
     target = make_state(0)
     state_files = sorted(
         p.relative_to(saved) for p in (saved / "20" / "state").rglob("*")
@@ -300,9 +302,9 @@ def test_corrupt_array_files_are_detected(saved, tmp_path):
             before = tree_hash(d)
             try:
                 state, _, _ = ckpt.restore(d, target)
-            except CheckpointCorruptError as e:
+            except CheckpointCorruptError as e:  # never a CheckpointMismatchError
                 assert "step 20" in str(e) and str(d / "20") in str(e)
-                detected.add((rel, damage, "checksum" in str(e)))
+                detected.add((rel, damage, "SHA-256" in str(e)))
             else:  # this file is not read back (orbax keeps per-process leftovers): must be exact
                 assert_bit_exact(state, make_state(2))
             assert tree_hash(d) == before
@@ -312,8 +314,18 @@ def test_corrupt_array_files_are_detected(saved, tmp_path):
             shutil.rmtree(d)
     assert any(damage == "flip" for _, damage, _ in detected)
     assert any(damage == "truncate" for _, damage, _ in detected)
-    # zstd without frame checksums decodes some flips silently: the manifest's SHA-256 catches them
-    assert any(by_checksum for _, _, by_checksum in detected)
+    # zstd without frame checksums decodes some flips silently: only our SHA-256 catches them
+    assert any(by_sha for _, _, by_sha in detected)
+
+
+def test_arrays_that_read_fine_but_differ_are_detected(run_copy):
+    """Valid orbax arrays of the right structure but other values (step 10's) are refused."""
+    shutil.rmtree(run_copy / "20" / "state")
+    shutil.copytree(run_copy / "10" / "state", run_copy / "20" / "state")
+    before = tree_hash(run_copy)
+    with pytest.raises(CheckpointCorruptError, match=r"step 20.*leaf \[.*\] does not match its SHA-256"):
+        ckpt.restore(run_copy, make_state(0))
+    assert tree_hash(run_copy) == before
 
 
 def test_corrupt_config_is_detected(run_copy):
@@ -328,10 +340,10 @@ def test_corrupt_config_is_detected(run_copy):
         assert str(run_copy / "20") in str(info.value)
     assert tree_hash(run_copy) == before
 
-    # valid JSON with an altered value: caught by the manifest's checksum
+    # valid JSON with an altered value: caught by the config's SHA-256
     config_file.write_text('{"method": "drl_fgso", "n_devices": 50}')
     before = tree_hash(run_copy)
-    with pytest.raises(CheckpointCorruptError, match="checksum"):
+    with pytest.raises(CheckpointCorruptError, match="SHA-256"):
         ckpt.load_config(run_copy)
     assert tree_hash(run_copy) == before
     assert ckpt.load_config(run_copy, step=10)["seed"] == 1
@@ -363,7 +375,7 @@ def test_empty_state_round_trips(tmp_path):
     assert state == {"nothing": None} and config == {"method": "local"} and step == 0
 
 
-def test_unusual_dtypes_and_zero_size_leaves_round_trip(tmp_path):
+def test_unusual_dtypes_round_trip(tmp_path):
     d = tmp_path / "run"
     state = {
         "bf16": jnp.arange(5, dtype=jnp.bfloat16) / 3,
@@ -372,13 +384,23 @@ def test_unusual_dtypes_and_zero_size_leaves_round_trip(tmp_path):
         "u32": jnp.arange(3, dtype=jnp.uint32),
         "c64": np.array([1 + 2j], np.complex64),
         "f64": np.array([0.1]),
-        "np_scalar": np.float32(1.5),
-        "empty_replay": np.zeros((0, 3), np.float32),  # orbax itself refuses zero-size arrays
-        "empty_jax": jnp.zeros((2, 0), jnp.bfloat16),
-        "no_keys": jax.random.split(jax.random.key(0), 0),
         "rbg_key": jax.random.key(3, impl="rbg"),
     }
     ckpt.save(d, 1, state, {})
-    target = {k: (v if ckpt._is_key(v) else v * 0) for k, v in state.items()}
+    target = {k: (v if jnp.issubdtype(v.dtype, jax.dtypes.prng_key) else v * 0) for k, v in state.items()}
     restored, _, _ = ckpt.restore(d, target)
     assert_bit_exact(restored, state)
+    # a key of another implementation is a different dtype: refused, not silently re-wrapped
+    with pytest.raises(CheckpointMismatchError, match=r"\['rbg_key'\].*key<rbg>.*key<fry>"):
+        ckpt.restore(d, dict(target, rbg_key=jax.random.key(0, impl="threefry2x32")))
+
+
+def test_unsupported_leaves_are_refused_before_writing(tmp_path):
+    """Python scalars and zero-size arrays never occur in train states; they are refused loudly."""
+    d = tmp_path / "run"
+    for bad, error in [({"n": 3}, TypeError), ({"x": 0.5}, TypeError),
+                       ({"empty": np.zeros((0, 3), np.float32)}, ValueError),
+                       ({"no_keys": jax.random.split(jax.random.key(0), 0)}, ValueError)]:
+        with pytest.raises(error, match=rf"\['{next(iter(bad))}'\]"):
+            ckpt.save(d, 1, bad, {})
+    assert not d.exists()

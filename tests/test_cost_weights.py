@@ -1,4 +1,4 @@
-"""DESIGN.md: the default cost weights make the slot optimum beat both
+"""docs/model.md: the default cost weights make the slot optimum beat both
 all-local and all-offload (to the best observed server) clearly."""
 
 import itertools

@@ -1,5 +1,5 @@
 """Decision checking: eager errors, jit-time repair and flags, sanitize_decision
-(mecjax.env.env; DESIGN.md section 3: "it never produces NaN")."""
+(mecjax.env.env; docs/model.md: "it never produces NaN")."""
 
 from __future__ import annotations
 

@@ -12,12 +12,14 @@ import mecjax.schedulers.drl_fgso  # noqa: F401  (registers scheduler and learne
 from mecjax import rollout as R
 from mecjax.checkpoint import CheckpointMismatchError
 from mecjax.env import env
+from mecjax.env.features import device_feature_dim, device_features
 from mecjax.learners import drl_fgso as L
 from mecjax.learners import fedavg
 from mecjax.learners.base import get_learner
 from mecjax.nets import qnet
 from mecjax.schedulers import Transition, make
-from mecjax.train import train
+from mecjax.stats import summarize
+from train.run import train
 
 TINY = mecjax.Scenario(n_devices=6, n_servers=2, horizon=20)
 HYPER = {"n_envs": 8, "buffer_size": 256}
@@ -44,7 +46,7 @@ def assert_same_state(a, b):
 
 
 def mean_cost(scheduler, scenario, key=ROLLOUT_KEY, n=16, slots=20):
-    return R.summarize(R.rollout(scheduler, scenario, key, n, slots))["mean_cost"]["mean"]
+    return summarize(R.rollout(scheduler, scenario, key, n, slots))["mean_cost"]["mean"]
 
 
 @pytest.fixture(scope="module")
@@ -149,15 +151,17 @@ def test_scheduler_prices_adapt_online_and_decisions_are_valid():
 # State, network, acting
 # --------------------------------------------------------------------------
 
-def test_device_features_are_eq1_state_with_posted_prices():
+def test_device_state_is_eq1_with_the_posted_prices():
     obs, _ = env.reset(jax.random.key(1), TINY)
     prices = jnp.array([1.5, 0.2])
-    f = L.device_features(obs, prices, TINY)
-    assert f.shape == (6, L.feature_dim(2)) == (6, 11)
-    view = env.device_view(obs, TINY)
-    np.testing.assert_allclose(f[:, :7], view[:, :7], rtol=1e-5)            # own + channel
+    learner = L.DRLFGSO()
+    f = learner.features(obs, prices, TINY)
+    assert f.shape == (6, learner.feature_dim(TINY)) == (6, device_feature_dim(2)) == (6, 11)
+    last = device_features(obs, TINY)                                       # last slot's prices
+    np.testing.assert_array_equal(f[:, :7], last[:, :7])                     # own + channel
     np.testing.assert_allclose(f[:, 7:9], np.broadcast_to(prices / TINY.price_max, (6, 2)))
-    np.testing.assert_allclose(f[:, 9:], view[:, 9:])                        # backlogs
+    assert not np.allclose(f[:, 7:9], last[:, 7:9])
+    np.testing.assert_array_equal(f[:, 9:], last[:, 9:])                     # backlogs
 
 
 def test_scheduler_acts_greedily_with_the_global_model():
@@ -222,15 +226,20 @@ def test_replay_fedavg_and_target_schedule(stepper):
     assert_same_state(s2.target_params, s2.params)
     np.testing.assert_array_equal(s2.data_count, np.full(n, 2 * b))
     np.testing.assert_array_equal(s3.data_count, np.full(n, 3 * b))
-    # Circular buffer of 2 updates: update 3 overwrote the first B slots.
-    assert int(s3.buffer.ptr) == b and int(s3.buffer.size) == 2 * b
-    feats2 = jax.vmap(L.device_features, (0, 0, None))(s2.obs, s2.leader.prices, TINY)
+    # One ring buffer per device, 2 updates long: update 3 overwrote the first B slots.
+    np.testing.assert_array_equal(s3.buffer.ptr, np.full(n, b))
+    np.testing.assert_array_equal(s3.buffer.size, np.full(n, 2 * b))
+    feats_of = jax.vmap(device_features, (0, None, 0))
+    feats2 = feats_of(s2.obs, TINY, s2.leader.prices)
+    data = s3.buffer.data
     # (features recomputed outside the compiled update: equal up to float rounding)
-    np.testing.assert_allclose(s3.buffer.states[:, :b], np.swapaxes(feats2, 0, 1), atol=1e-5)
-    feats1 = jax.vmap(L.device_features, (0, 0, None))(s1.obs, s1.leader.prices, TINY)
-    np.testing.assert_allclose(s3.buffer.states[:, b:], np.swapaxes(feats1, 0, 1), atol=1e-5)
-    assert np.all(np.asarray(s3.buffer.rewards) <= 0)
-    assert np.all(np.asarray(s3.buffer.rewards) >= -learner.reward_clip)
+    np.testing.assert_allclose(data.state[:, :b], np.swapaxes(feats2, 0, 1), atol=1e-5)
+    feats1 = feats_of(s1.obs, TINY, s1.leader.prices)
+    np.testing.assert_allclose(data.state[:, b:], np.swapaxes(feats1, 0, 1), atol=1e-5)
+    # s' of the transitions stored at update 2 is the state update 3 acted on
+    np.testing.assert_allclose(data.next_state[:, b:], data.state[:, :b], atol=1e-5)
+    assert np.all(np.asarray(data.reward) <= 0)
+    assert np.all(np.asarray(data.reward) >= -learner.reward_clip)
     # The exported policy is the FedAvg of the device models.
     pol = learner.policy(s2)
     assert_same_state(pol.q, jax.tree.map(lambda x: x[0], s2.params))
@@ -287,5 +296,9 @@ def test_learner_hyper_round_trips_through_json():
     learner = get_learner("drl_fgso", hidden=[32, 16], n_envs=4, buffer_size=64)
     assert learner.hidden == (32, 16) and hash(learner)
     assert get_learner("drl_fgso", **learner.hyper()) == learner
-    with pytest.raises(ValueError, match="multiple of n_envs"):
-        get_learner("drl_fgso", n_envs=3, buffer_size=64)
+    with pytest.raises(ValueError, match="must be >= n_envs"):
+        get_learner("drl_fgso", n_envs=8, buffer_size=4)
+    with pytest.raises(ValueError, match="epsilon"):
+        get_learner("drl_fgso", epsilon=1.5)
+    with pytest.raises(ValueError, match="hidden"):
+        get_learner("drl_fgso", hidden=[64, 0])

@@ -177,15 +177,67 @@ def test_mobility_moves_devices_inside_the_area():
     np.testing.assert_array_equal(np.asarray(nxt2.positions), np.asarray(state.positions))
 
 
-def test_views_have_documented_shapes_and_are_finite(small):
+def test_features_have_documented_shapes_and_are_finite(small):
     obs, _ = env.reset(jax.random.key(0), small)
-    dv = env.device_view(obs, small)
-    sv = env.server_view(obs, small)
-    assert dv.shape == (small.n_devices, 5 + 3 * small.n_servers)
-    assert sv.shape == (small.n_servers, 4)
+    dv = env.device_features(obs, small)
+    sv = env.server_features(obs, small)
+    assert dv.shape == (small.n_devices, 5 + 3 * small.n_servers) and dv.dtype == jnp.float32
+    assert sv.shape == (small.n_servers, 4) and sv.dtype == jnp.float32
     assert np.isfinite(dv).all() and np.isfinite(sv).all()
     # Features are scaled to roughly unit range.
     assert np.abs(dv).max() < 5
+
+
+def test_device_features_are_the_eq1_state(small):
+    obs, _ = env.reset(jax.random.key(3), small)
+    obs = obs.replace(backlog=jnp.array([0.0, 2e8, 5e8]), prices=jnp.array([0.3, 0.6, 0.9]))
+    m, cap = small.n_servers, small.server_cpu_hz * small.slot_s
+    dv = np.asarray(env.device_features(obs, small))
+    np.testing.assert_allclose(dv[:, 0], obs.battery / small.battery_capacity_j, rtol=1e-6)
+    np.testing.assert_allclose(dv[:, 1], obs.task_bits / small.task_bits_max, rtol=1e-6)
+    np.testing.assert_allclose(dv[:, 2], obs.task_cycles / small.task_cycles_max, rtol=1e-6)
+    np.testing.assert_allclose(dv[:, 3], obs.cpu_freq / small.device_cpu_max_hz, rtol=1e-6)
+    np.testing.assert_allclose(dv[:, 4], obs.tx_power / small.tx_power_max_w, rtol=1e-6)
+    h = np.asarray(obs.gain_observed, np.float64)
+    np.testing.assert_allclose(dv[:, 5:5 + m], (10 * np.log10(h) + 110) / 30, rtol=1e-5)
+    np.testing.assert_allclose(dv[:, 5 + m:5 + 2 * m],
+                               np.broadcast_to([0.3, 0.6, 0.9], (small.n_devices, m))
+                               / small.price_max, rtol=1e-6)
+    np.testing.assert_allclose(dv[:, 5 + 2 * m:], np.broadcast_to(
+        np.array([0.0, 2e8, 5e8]) / cap, (small.n_devices, m)), rtol=1e-6)
+    # A leader posting this slot's prices: only the price columns change.
+    posted = jnp.array([1.0, 0.2, 0.5])
+    dp = np.asarray(env.device_features(obs, small, posted))
+    np.testing.assert_allclose(dp[:, 5 + m:5 + 2 * m],
+                               np.broadcast_to(posted / small.price_max, (small.n_devices, m)),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(np.delete(dp, np.s_[5 + m:5 + 2 * m], 1),
+                                  np.delete(dv, np.s_[5 + m:5 + 2 * m], 1))
+
+
+def test_server_features_match_definitions(small):
+    obs, _ = env.reset(jax.random.key(4), small)
+    cap = small.server_cpu_hz * small.slot_s
+    sv = np.asarray(env.server_features(obs, small))
+    h = np.asarray(obs.gain_observed, np.float64)
+    np.testing.assert_allclose(sv[:, 0], np.asarray(obs.backlog) / cap, rtol=1e-6)
+    np.testing.assert_allclose(sv[:, 1], np.asarray(obs.prices) / small.price_max, rtol=1e-6)
+    np.testing.assert_allclose(sv[:, 2], ((10 * np.log10(h) + 110) / 30).mean(0), rtol=1e-5)
+    best = h.argmax(1)
+    offered = [np.asarray(obs.task_cycles)[best == j].sum() / cap for j in range(small.n_servers)]
+    np.testing.assert_allclose(sv[:, 3], offered, rtol=1e-5)
+    assert sv[:, 3].sum() > 0
+
+
+def test_scaled_db_floor_and_clip():
+    from mecjax.env.features import FEATURE_CLIP, from_scaled_db, scaled_db
+
+    h = jnp.array([0.0, 1e-30, 1e-20, 1e-11, 1e-5, 1e30, jnp.inf])
+    s = np.asarray(scaled_db(h))
+    # Vanishing channels sit on the -200 dB floor; unphysical ones on the clip.
+    np.testing.assert_allclose(s, [-3.0, -3.0, -3.0, 0.0, 2.0, FEATURE_CLIP, FEATURE_CLIP],
+                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(from_scaled_db(s[2:5]), h[2:5], rtol=1e-4)
 
 
 def test_metrics_of_all_local_decision(small):

@@ -16,13 +16,16 @@ from mecjax.env import physics
 from mecjax.env.env import observe as observe_state
 from mecjax.env.graph import batch_graphs, graph_from_observation
 from mecjax.learners.base import get_learner
-from mecjax.learners.gat_mec import (GATMECLearner, apply_q, fixed_prices,
+from mecjax.learners.gat_mec import (GATMECLearner, apply_q, device_embeddings, fixed_prices,
                                      observation_features, option_deltas)
 from mecjax.nets.gat import GAT, GATMECNet, padding_masks
 from mecjax.optim.allocation import allocate
-from mecjax.rollout import rollout, summarize
+from mecjax.rollout import rollout
+from mecjax.stats import summarize
 from mecjax.schedulers import make
-from mecjax.train import _train_chunk, load_run, train
+from mecjax.learners.base import train_chunk
+from mecjax.learners.store import load_run
+from train.run import train
 
 TINY = mecjax.Scenario(n_devices=6, n_servers=2, horizon=20)
 K = 100  # updates per chunk: every training call below shares one compiled chunk
@@ -135,12 +138,18 @@ def test_padding_nodes_and_edges_are_masked_by_the_counts():
 
 
 def test_network_sizes_are_recovered_from_the_parameters():
-    net = GATMECNet(n_servers=3, hidden=(5,), heads=3, embed=7, embed_heads=2, mlp=11)
+    net = GATMECNet(n_servers=3, gat_hidden=(5,), heads=3, embed=7, embed_heads=2,
+                    head_hidden=(11, 6, 9))
     s = mecjax.Scenario(n_devices=4, n_servers=3)
     obs, _ = _obs(s)
     g, dev = jax.jit(observation_features)(obs, s)
     params = jax.jit(net.init)(jax.random.key(0), g, dev)["params"]
     assert GATMECNet.from_params(params) == net
+    # the encoder alone, from the parameters: one embedding per device (eqs. 11-12)
+    emb = np.asarray(device_embeddings(params, obs, s))
+    full = GAT((5,), 3, 7, 2).apply({"params": params["gat"]}, g)
+    np.testing.assert_allclose(emb, np.asarray(full)[:4], rtol=1e-4, atol=1e-6)
+    assert emb.shape == (4, 7) and not np.allclose(emb[0], emb[1])
 
 
 # --------------------------------------------------------------------------- targets
@@ -198,9 +207,14 @@ def test_learner_hyper_parameters_are_checked_and_json_friendly():
         GATMECLearner(epsilon=1.5)
     with pytest.raises(ValueError, match="n_envs"):
         GATMECLearner(n_envs=0)
+    with pytest.raises(ValueError, match="polyak_rate"):
+        GATMECLearner(polyak_rate=0.0)
     hyper = get_learner("gat_mec").hyper()
     assert hyper["learning_rate"] == 1e-3 and hyper["epsilon"] == 0.1  # Table 1
-    assert all(isinstance(v, (int, float, str)) for v in hyper.values())
+    assert all(isinstance(v, (int, float, str, tuple)) for v in hyper.values())
+    # JSON gives lists back: the learner is rebuilt equal (and hashable)
+    as_json = {k: list(v) if isinstance(v, tuple) else v for k, v in hyper.items()}
+    assert get_learner("gat_mec", **as_json) == get_learner("gat_mec") and hash(LEARNER)
     assert GATMECLearner.scheduler_name == "gat_mec"
 
 
@@ -210,8 +224,8 @@ def test_learner_hyper_parameters_are_checked_and_json_friendly():
 def test_update_is_deterministic_and_keeps_a_typed_key():
     ts = jax.jit(LEARNER.init, static_argnums=1)(jax.random.key(0), TINY)
     assert jnp.issubdtype(ts.key.dtype, jax.dtypes.prng_key)
-    a, ma = _train_chunk(LEARNER, ts, TINY, K)
-    b, mb = _train_chunk(LEARNER, ts, TINY, K)
+    a, ma = train_chunk(LEARNER, ts, TINY, K)
+    b, mb = train_chunk(LEARNER, ts, TINY, K)
     _assert_states_equal(a, b)
     for k in ma:
         np.testing.assert_array_equal(np.asarray(ma[k]), np.asarray(mb[k]))
@@ -219,7 +233,7 @@ def test_update_is_deterministic_and_keeps_a_typed_key():
     assert ma["mean_cost"].shape == (K,) and np.all(np.isfinite(np.asarray(ma["mean_cost"])))
     assert int(a.step) == K
     # a different state gives a different result (the comparison can fail)
-    c, _ = _train_chunk(LEARNER, a, TINY, K)
+    c, _ = train_chunk(LEARNER, a, TINY, K)
     assert not np.array_equal(np.asarray(c.params["head_out"]["kernel"]),
                               np.asarray(a.params["head_out"]["kernel"]))
 

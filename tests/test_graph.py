@@ -174,10 +174,13 @@ def test_no_device_device_edges(knn, n):
 def test_zero_gain_is_finite():
     s = mecjax.Scenario(n_devices=6)
     obs, _ = _obs(s)
-    g = _graph(obs.replace(gain_observed=jnp.zeros_like(obs.gain_observed)),
-                                 s)
+    g = _graph(obs.replace(gain_observed=jnp.zeros_like(obs.gain_observed)), s)
     assert np.all(np.isfinite(np.asarray(g.nodes)))
     assert np.all(np.isfinite(np.asarray(g.edges)))
+    # the channel columns sit on the scaled-dB floor (-200 dB)
+    n, m = s.n_devices, s.n_servers
+    np.testing.assert_allclose(np.asarray(g.nodes)[:, 3], -3.0, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(g.edges)[:2 * n * m, 0], -3.0, rtol=1e-6)
 
 
 @pytest.mark.parametrize("s", SCENARIOS[:2])

@@ -1,4 +1,4 @@
-"""The closed forms on hand-computed cases (DESIGN.md section 3)."""
+"""The closed forms on hand-computed cases (docs/model.md)."""
 
 import math
 

@@ -3,7 +3,9 @@
 import csv
 import json
 
-from mecjax.experiments.reproduce import Settings, comparison_notes, reproduce
+from eval.plan import Settings
+from eval.report import comparison_notes
+from eval.reproduce import reproduce
 
 SETTINGS = Settings(instances=3, slots=2, sizes=(5, 6), methods=("local", "greedy", "qio_mec"))
 
@@ -34,7 +36,7 @@ def test_reproduce_writes_tables_and_resumes_finished_cells(tmp_path):
 
 
 def test_interrupted_reproduce_resumes_without_redoing(tmp_path, monkeypatch):
-    from mecjax.experiments import reproduce as rep
+    from eval import reproduce as rep
 
     real, calls = rep.run_cell, []
 
@@ -79,3 +81,9 @@ def test_readme_shows_the_committed_summary_table():
     summary = (root / "results" / "summary.md").read_text().strip()
     assert summary.splitlines()[0].startswith("Tables 2-4 at N = 100")
     assert summary in (root / "README.md").read_text()
+
+
+def test_reproduce_config_file_matches_the_defaults_and_full_is_paper_scale():
+    assert Settings.from_config("default") == Settings()
+    full = Settings.full()
+    assert (full.instances, full.slots) == (256, 100) and full.sizes == Settings().sizes

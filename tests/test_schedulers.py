@@ -1,17 +1,28 @@
-"""Schedulers: registry, jit/vmap rollouts at the paper's sizes, the exact
-yardstick, common random numbers across schedulers, confidence intervals and
-TS-Hybrid-SB's online bandit."""
+"""Schedulers: registry, pytrees (trained weights are data), jit/vmap rollouts
+at the paper's sizes, the exact yardstick, common random numbers across
+schedulers and TS-Hybrid-SB's online bandit."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
 
 import mecjax
+from mecjax import checkpoint as ckpt
 from mecjax import env, rollout
+from mecjax.checkpoint import CheckpointMismatchError
+from mecjax.learners.base import get_learner, train_chunk
+from mecjax.learners.store import load_policy_checkpoint, run_config
 from mecjax.optim import game
 from mecjax.schedulers import available, make
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PAPER_SCHEDULERS = ("local", "random", "nearest", "greedy", "best_response", "exact", "qio_mec",
                     "pso", "ts_hybrid_sb")
@@ -30,7 +41,40 @@ def test_registry_lists_the_paper_schedulers_and_rejects_unknown_names_and_optio
     sched = make("qio_mec", iterations=10)
     assert sched.iterations == 10 and sched.population == 30
     assert make("ts_hybrid_sb").iterations == 100 and make("pso").iterations == 100
-    hash(sched)   # static under jit
+    # A pytree without leaves: its hyper-parameters are the (hashable) treedef.
+    assert jax.tree.leaves(sched) == [] and hash(sched)
+    assert jax.tree.structure(sched) != jax.tree.structure(make("qio_mec", iterations=11))
+    assert jax.tree.unflatten(jax.tree.structure(sched), []) == sched
+
+
+def test_every_name_builds_from_a_fresh_interpreter_whatever_was_imported():
+    # Registries are tables of modules imported on demand, not import side effects.
+    code = """
+import sys
+import mecjax.schedulers as S
+from mecjax.learners.base import available_learners, get_learner
+assert "mecjax.schedulers.unified" not in sys.modules
+assert "mecjax.learners.twin" not in sys.modules
+for name in available_learners():
+    assert get_learner(name).name == name
+for name in S.available():
+    assert S.make(name).name == name
+print(len(S.available()), len(available_learners()))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["14", "5"]
+
+
+def test_the_library_reads_no_checkpoint_inside_a_trace():
+    # Weights are loaded on the host and passed as data: no compile-time reads,
+    # no caches of loaded arrays keyed by file times, no imports of the programs.
+    for path in (ROOT / "mecjax").rglob("*.py"):
+        text = path.read_text()
+        for banned in ("ensure_compile_time_eval", "lru_cache", "checkpoint_id", "st_mtime",
+                       "from mecjax.train", "import mecjax.train"):
+            assert banned not in text, (path, banned)
 
 
 # Smaller search budgets at N = 150 keep compile and run time low; N = 50 runs the defaults.
@@ -138,47 +182,101 @@ def test_rollout_rejects_bad_sizes(small):
 
 
 # --------------------------------------------------------------------------
-# Confidence intervals.
+# Learned schedulers: weights read once when built, passed to jit as data.
 # --------------------------------------------------------------------------
 
-KNOWN_BAD_DOF = {3}   # see test_t_quantile_at_three_degrees_of_freedom
+TINY = mecjax.Scenario(n_devices=6, n_servers=2, horizon=8)
+GAT = get_learner("gat_mec", n_envs=2)
 
 
-def test_t_quantile_matches_scipy():
-    for dof in range(1, 201):
-        if dof in KNOWN_BAD_DOF:
-            continue
-        assert abs(rollout.t_quantile_975(dof) - stats.t.ppf(0.975, dof)) < 1e-3, dof
-    assert rollout.t_quantile_975(0) == np.inf
+def save_run(learner, scenario, directory, updates, seed=0, state=None):
+    """A run directory as ``mecjax train`` writes it: ``updates`` updates from ``state``."""
+    state = learner.init(jax.random.key(seed), scenario) if state is None else state
+    state, _ = train_chunk(learner, state, scenario, updates)
+    step = int(state.step)
+    ckpt.save(Path(directory) / "ckpt", step, state, run_config(learner, scenario, seed, updates))
+    return state
 
 
-def test_t_quantile_at_three_degrees_of_freedom():
-    assert abs(rollout.t_quantile_975(3) - stats.t.ppf(0.975, 3)) < 1e-3
+@pytest.fixture(scope="module")
+def gat_run(tmp_path_factory):
+    """A GAT-MEC run directory after 2 updates."""
+    run_dir = tmp_path_factory.mktemp("gat") / "run"
+    save_run(GAT, TINY, run_dir, 2)
+    return run_dir
 
 
-@pytest.mark.parametrize("n", [2, 10, 30])
-def test_mean_ci_matches_scipy_t_interval(n):
-    x = np.random.default_rng(n).normal(3.0, 2.0, n)
-    ci = rollout.mean_ci(x)
-    lo, hi = stats.t.interval(0.95, n - 1, loc=x.mean(), scale=stats.sem(x))
-    assert ci["mean"] == pytest.approx(x.mean(), rel=1e-12)
-    assert ci["n"] == n
-    assert ci["low"] == pytest.approx(lo, rel=1e-3, abs=1e-3)
-    assert ci["high"] == pytest.approx(hi, rel=1e-3, abs=1e-3)
-    assert ci["ci95"] == pytest.approx((hi - lo) / 2, rel=5e-4)
-    single = rollout.mean_ci(x[:1])
-    assert single["mean"] == x[0] and single["ci95"] == np.inf
+def test_a_learned_scheduler_carries_its_checkpoint_as_pytree_leaves(gat_run):
+    a = gat_run
+    sched = make("gat_mec", checkpoint=str(a))
+    _, _, policy, _ = load_policy_checkpoint(a)
+    leaves = jax.tree.leaves(sched)
+    assert len(leaves) == len(jax.tree.leaves(policy)) > 0
+    for x, y in zip(leaves, jax.tree.leaves(policy)):
+        np.testing.assert_array_equal(x, y)
+    assert sched.trained.scenario == TINY and sched.trained.method == "gat_mec"
+    # init runs the loaded weights (no file is read in the trace).
+    st = jax.jit(lambda s, k: s.init(k, TINY))(sched, jax.random.key(0))
+    for x, y in zip(jax.tree.leaves(st), jax.tree.leaves(policy)):
+        np.testing.assert_array_equal(x, y)
+    # Untrained: no leaves; its policy comes from the init key.
+    assert jax.tree.leaves(make("gat_mec")) == []
+    # replace keeps the weights it read; another checkpoint is read anew.
+    assert dataclasses.replace(sched).trained is sched.trained
+    assert dataclasses.replace(sched, checkpoint="").trained is None
 
 
-def test_summarize_averages_slots_then_gives_a_ci_over_instances():
-    per_slot = {"latency_ms": jnp.asarray([[1.0, 3.0], [2.0, 4.0], [6.0, 6.0], [0.0, 2.0], [5.0, 1.0]])}
-    res = rollout.summarize(per_slot)["latency_ms"]
-    per_instance = np.array([2.0, 3.0, 6.0, 1.0, 3.0])
-    assert res["mean"] == pytest.approx(per_instance.mean())
-    lo, hi = stats.t.interval(0.95, 4, loc=per_instance.mean(), scale=stats.sem(per_instance))
-    assert res["ci95"] == pytest.approx((hi - lo) / 2, rel=5e-4)
-    assert res["low"] == pytest.approx(res["mean"] - res["ci95"])
-    assert res["high"] == pytest.approx(res["mean"] + res["ci95"])
+def test_a_retrained_checkpoint_runs_its_new_weights_in_the_same_program(tmp_path):
+    run_dir = tmp_path / "run"
+    traces = []
+
+    @jax.jit
+    def run(sched, key):
+        traces.append(1)
+        return jax.vmap(lambda k: rollout.rollout_instance(sched, TINY, k, 4))(
+            jax.random.split(key, 3))
+
+    key = jax.random.key(1)
+    state = save_run(GAT, TINY, run_dir, 2)
+    first = make("gat_mec", checkpoint=str(run_dir))
+    out_a = run(first, key)
+    save_run(GAT, TINY, run_dir, 2, state=state)   # retrained: update 4 in the same directory
+    second = make("gat_mec", checkpoint=str(run_dir))
+    out_b = run(second, key)
+    assert traces.count(1) == 1                   # one program, two sets of weights
+    assert any(not np.array_equal(x, y) for x, y in
+               zip(jax.tree.leaves(first), jax.tree.leaves(second)))
+
+    # What a compiled program executes is the weights it is given, not the first ones.
+    @jax.jit
+    def policy(sched):
+        traces.append(2)
+        return sched.init(jax.random.key(0), TINY)
+
+    for sched in (first, second, first):
+        for x, y in zip(jax.tree.leaves(policy(sched)), jax.tree.leaves(sched)):
+            np.testing.assert_array_equal(x, y)
+    assert traces.count(2) == 1
+    got = rollout.rollout(second, TINY, key, 3, 4)  # the public rollout runs the new weights
+    np.testing.assert_allclose(got["mean_cost"], out_b["mean_cost"], rtol=1e-6)
+    assert out_a["mean_cost"].shape == out_b["mean_cost"].shape == (3, 4)
+    untrained = run(make("gat_mec"), key)
+    assert traces.count(1) == 2                   # no weights: another treedef
+    assert untrained["mean_cost"].shape == (3, 4)
+
+
+def test_checkpoints_of_another_method_or_size_are_refused(gat_run):
+    a = gat_run
+    with pytest.raises(CheckpointMismatchError, match="method='gat_mec'.*'drl_fgso'"):
+        make("drl_fgso", checkpoint=str(a))
+    sched = make("gat_mec", checkpoint=str(a))
+    other = TINY.replace(n_devices=7)
+    with pytest.raises(CheckpointMismatchError, match="n_devices=6.*n_devices=7"):
+        rollout.rollout(sched, other, jax.random.key(0), 2, 2)
+    with pytest.raises(CheckpointMismatchError, match="n_servers=2.*n_servers=3"):
+        sched.init(jax.random.key(0), TINY.replace(n_servers=3).params())
+    with pytest.raises(FileNotFoundError):
+        make("gat_mec", checkpoint=str(a.parent / "missing"))
 
 
 # --------------------------------------------------------------------------

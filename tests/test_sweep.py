@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from mecjax import sweep
+from eval import sweep
 from mecjax.cli import main
 
 SHARDED_SCRIPT = textwrap.dedent("""

@@ -11,7 +11,9 @@ import mecjax
 from mecjax import checkpoint as ckpt
 from mecjax import env
 from mecjax.learners.base import Learner, get_learner, register_learner
-from mecjax.train import load_run, read_metrics, train
+from mecjax.learners.store import load_run
+from train.curves import read_metrics
+from train.run import train
 
 
 @register_learner

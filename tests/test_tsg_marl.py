@@ -8,13 +8,16 @@ import pytest
 import mecjax
 from mecjax import checkpoint as ckpt
 from mecjax.env import env
+from mecjax.env.features import device_features, server_features
 from mecjax.learners import tsg_marl as T
 from mecjax.learners.base import get_learner
 from mecjax.nets import actor_critic as ac
 from mecjax.rollout import rollout
 from mecjax.schedulers import make
 from mecjax.schedulers import tsg_marl as _sched  # noqa: F401  (registers "tsg_marl")
-from mecjax.train import _train_chunk, load_run, train
+from mecjax.learners.base import train_chunk
+from mecjax.learners.store import load_run
+from train.run import train
 
 S = mecjax.Scenario(n_devices=6, n_servers=2, horizon=20)
 K = 150  # updates per chunk: every train() call below compiles one chunk length
@@ -62,11 +65,11 @@ def test_training_lowers_cost_against_untrained_self(full_run):
 
 def test_update_is_deterministic_and_regulariser_starts_at_zero(learner):
     state = learner.init(jax.random.key(3), S)
-    a, m_a = _train_chunk(learner, state, S, K)
-    b, m_b = _train_chunk(learner, state, S, K)
+    a, m_a = train_chunk(learner, state, S, K)
+    b, m_b = train_chunk(learner, state, S, K)
     _assert_trees_equal(a, b)
     _assert_trees_equal(m_a, m_b)
-    assert int(a.step) == K and a.replay.size == min(K * learner.n_envs, learner.buffer_size)
+    assert int(a.step) == K and a.buffer.size == min(K * learner.n_envs, learner.buffer_size)
     # The first update's previous actor is the initial actor: L_reg = 0 (up to the
     # rounding of two differently fused evaluations); later updates compare with the
     # actor one update back, which has moved (about 1e-7..1e-5 here).
@@ -120,8 +123,8 @@ def test_decisions_are_valid_and_decentralised():
     # Device 0's own task changes only device 0's input row (decentralised execution).
     obs2 = obs.replace(task_cycles=obs.task_cycles.at[0].set(1e8),
                        task_bits=obs.task_bits.at[0].set(1e6))
-    logits = ac.follower_logits(policy["follower_actor"], env.device_view(obs, sc))
-    logits2 = ac.follower_logits(policy["follower_actor"], env.device_view(obs2, sc))
+    logits = ac.follower_logits(policy["follower_actor"], device_features(obs, sc))
+    logits2 = ac.follower_logits(policy["follower_actor"], device_features(obs2, sc))
     assert not np.allclose(logits[0], logits2[0])
     np.testing.assert_array_equal(np.asarray(logits[1:]), np.asarray(logits2[1:]))
 
@@ -130,7 +133,7 @@ def test_smoothing_regulariser_is_zero_iff_actors_unchanged():
     learner = get_learner("tsg_marl", smooth_lambda=0.5)
     nets = learner.init_nets(jax.random.key(5), S)
     obs, _ = env.reset(jax.random.key(6), S)
-    dev, srv = env.device_view(obs, S)[None], env.server_view(obs, S)[None]
+    dev, srv = device_features(obs, S)[None], server_features(obs, S)[None]
     same = jax.tree.map(jnp.array, nets)
     f, lead = T.smoothing_penalty(nets, same, dev, srv, learner.smooth_lambda)
     assert float(f) == 0.0 and float(lead) == 0.0
@@ -143,10 +146,7 @@ def test_smoothing_regulariser_is_zero_iff_actors_unchanged():
 
 def test_features_and_shared_actors_match_their_definitions():
     obs, _ = env.reset(jax.random.key(8), S)
-    dev, srv = env.device_view(obs, S), env.server_view(obs, S)
-    # The compact replay rows rebuild device_view exactly.
-    np.testing.assert_array_equal(np.asarray(T.device_features(dev[:, :5 + S.n_servers], srv)),
-                                  np.asarray(dev))
+    dev, srv = device_features(obs, S), server_features(obs, S)
     # The scheduler's parameter-only apply equals the training modules.
     learner = get_learner("tsg_marl", actor_hidden=(16, 8, 4))
     nets = learner.init_nets(jax.random.key(9), S)
@@ -163,3 +163,37 @@ def test_features_and_shared_actors_match_their_definitions():
     # The untrained scheduler policy is the learner's policy(init(key)).
     key = jax.random.key(10)
     _assert_trees_equal(learner.init_policy(key, S), learner.policy(learner.init(key, S)))
+
+
+def test_one_update_stores_transitions_and_soft_updates_the_targets(learner):
+    import optax
+
+    s0 = learner.init(jax.random.key(12), S)
+    s1, _ = jax.jit(learner.update, static_argnums=1)(s0, S)
+    b = learner.n_envs
+    assert int(s1.buffer.size) == b and int(s1.buffer.ptr) == b
+    data = s1.buffer.data
+    feats = jax.vmap(device_features, (0, None))
+    # s and s' of every instance, full eq. 1 rows (no instance reset after one slot)
+    np.testing.assert_allclose(data.dev[:b], feats(s0.obs, S), atol=1e-6)
+    np.testing.assert_allclose(data.next_dev[:b], feats(s1.obs, S), atol=1e-6)
+    np.testing.assert_allclose(data.next_srv[:b], jax.vmap(server_features, (0, None))(s1.obs, S),
+                               atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(data.dev[b:]), 0.0)
+    # soft target update: target <- rate * online + (1 - rate) * target
+    want = optax.incremental_update(s1.params, s0.target_params, learner.target_rate)
+    for got, exp in zip(_leaves(s1.target_params), _leaves(want)):
+        np.testing.assert_allclose(got, exp, rtol=1e-6, atol=1e-8)
+    assert not np.allclose(_leaves(s1.target_params)[0], _leaves(s0.target_params)[0])
+    # L_reg compares with the actors before this update
+    _assert_trees_equal(s1.prev_params, {a: s0.params[a] for a in T.ACTORS})
+
+
+def test_hyper_parameters_are_checked():
+    with pytest.raises(ValueError, match="target_rate"):
+        get_learner("tsg_marl", target_rate=0.0)
+    with pytest.raises(ValueError, match="must be >= n_envs"):
+        get_learner("tsg_marl", n_envs=8, buffer_size=4)
+    with pytest.raises(ValueError, match="actor_hidden"):
+        get_learner("tsg_marl", actor_hidden=[])
+    assert get_learner("tsg_marl").learning_rate == 1e-3  # Table 1

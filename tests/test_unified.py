@@ -1,6 +1,7 @@
 """DT-MEC look-ahead, the unified scheduler's fusion, and its ablation flags."""
 
 import dataclasses
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -8,13 +9,17 @@ import numpy as np
 import pytest
 
 import mecjax
+from mecjax import checkpoint as ckpt
+from mecjax.checkpoint import CheckpointMismatchError
 from mecjax.env import env
+from mecjax.env.features import device_features
 from mecjax.env.types import Decision
-from mecjax.learners import drl_fgso as drl_learner
 from mecjax.learners import drl_gat
 from mecjax.learners import gat_mec as gat_learner
 from mecjax.learners import tsg_marl as marl_learner
 from mecjax.learners import twin
+from mecjax.learners.base import get_learner, train_chunk
+from mecjax.learners.store import export_policy, load_policy_checkpoint, run_config
 from mecjax.nets import qnet
 from mecjax.optim import fusion, game, lookahead, qio
 from mecjax.optim.allocation import allocate
@@ -127,7 +132,22 @@ def test_dt_mec_closed_loop_rollout_is_finite_and_feeds_the_twin(obs):
 
 # ------------------------------------------------------------------ unified: fusion and ablations
 
-TWIN = "results/checkpoints/twin_N50"   # shipped; the forecaster serves any N
+def save_run(learner, scenario, directory, updates, seed=0):
+    """A run directory as ``mecjax train`` writes it, after ``updates`` updates."""
+    state = learner.init(jax.random.key(seed), scenario)
+    state, _ = train_chunk(learner, state, scenario, updates)
+    ckpt.save(Path(directory) / "ckpt", updates, state,
+              run_config(learner, scenario, seed, updates))
+    return state
+
+
+@pytest.fixture(scope="module")
+def twin_dir(tmp_path_factory):
+    """A briefly trained twin for S: an untrained twin is exactly persistence,
+    which would hide what use_dt changes."""
+    d = tmp_path_factory.mktemp("unified") / "twin"
+    save_run(get_learner("twin", lstm_hidden=8, n_envs=2, window=8), S, d, 30)
+    return d
 
 
 def small_unified(**flags):
@@ -135,10 +155,9 @@ def small_unified(**flags):
 
 
 @pytest.fixture(scope="module")
-def full():
-    # Untrained DRL, GAT and MARL modules (their checkpoints are per N), the shipped twin:
-    # an untrained twin is exactly persistence, which would hide what use_dt changes.
-    sched = small_unified(twin_checkpoint=TWIN)
+def full(twin_dir):
+    # Untrained DRL, GAT and MARL modules, a trained twin.
+    sched = small_unified(twin_checkpoint=str(twin_dir))
     st = sched.init(jax.random.key(0), S)
     return sched, st
 
@@ -216,7 +235,7 @@ def test_no_gat_feeds_raw_features_to_drl_and_drops_the_gat_candidate(full, obs)
                                   drl_gat.greedy_offload(st.drl, pl.view, pl.prices, S))
     raw = abl.init(jax.random.key(0), S).drl
     assert not hasattr(raw, "gat")
-    q = qnet.apply_q(raw.q, drl_learner.device_features(pa.view, pa.prices, S))
+    q = qnet.apply_q(raw.q, device_features(pa.view, S, pa.prices))
     np.testing.assert_array_equal(rows["drl"], jnp.argmax(q, -1))
 
 
@@ -268,7 +287,7 @@ def test_unified_refuses_bad_weights():
 
 
 def test_reproduce_plans_table_5_from_the_shipped_checkpoints(tmp_path):
-    from mecjax.experiments.reproduce import ABLATION_VARIANTS, Settings, plan_cells
+    from eval.plan import ABLATION_VARIANTS, Settings, plan_cells
 
     todo, missing = plan_cells(Settings(sizes=(50,), ablation_size=100, methods=("unified",)),
                                "results/checkpoints")
@@ -290,7 +309,8 @@ def test_reproduce_plans_table_5_from_the_shipped_checkpoints(tmp_path):
 
 
 def test_variant_notes_use_paired_differences():
-    from mecjax.experiments.reproduce import Settings, variant_notes
+    from eval.plan import Settings
+    from eval.report import variant_notes
 
     def cell(values):
         v = np.asarray(values, float)
@@ -310,31 +330,76 @@ def test_variant_notes_use_paired_differences():
         in notes
 
 
+# ------------------------------------------------------------------ checkpoints read once, as data
+
+def test_unified_reads_the_checkpoints_its_flags_need_once(full, twin_dir):
+    sched, st = full
+    assert set(sched.modules) == {"drl", "gat", "marl", "twin"}
+    # Only the twin has weights (the other modules are untrained): they are the leaves.
+    trained = load_policy_checkpoint(twin_dir)[2]
+    for a, b in zip(jax.tree.leaves(sched), jax.tree.leaves(trained)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(st.twin), jax.tree.leaves(trained)):
+        np.testing.assert_array_equal(a, b)
+    # An ablated module is dropped; one kept by replace is not read again.
+    abl = dataclasses.replace(sched, use_dt=False, use_gat=False)
+    assert set(abl.modules) == {"drl", "marl"} and jax.tree.leaves(abl) == []
+    assert dataclasses.replace(sched, use_qio=False).modules["twin"] is sched.modules["twin"]
+    # The twin is checked against the scenario at init, also inside the rollout.
+    with pytest.raises(CheckpointMismatchError, match="fading_rho"):
+        rollout(sched, S.replace(fading_rho=0.5), jax.random.key(0), 1, 1)
+
+
 # ------------------------------------------------------------------ DRL agents on GAT embeddings
 
-def test_drl_gat_learner_feeds_frozen_gat_embeddings_to_the_dqn():
-    from mecjax.checkpoint import CheckpointMismatchError
-    from mecjax.learners.base import get_learner
-    from mecjax.train import _train_chunk
+@pytest.fixture(scope="module")
+def gat_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("unified") / "gat"
+    save_run(get_learner("gat_mec", n_envs=2), S, d, 2)
+    return d
 
-    s50 = mecjax.Scenario(n_devices=50)
-    learner = get_learner("drl_gat", n_envs=2, buffer_size=64,
-                          gat_checkpoint="results/checkpoints/gat_mec_N50")
-    gat = learner.gat_params(50, 3)
-    o, _ = env.reset(jax.random.key(0), s50)
-    emb = gat_learner.device_embeddings(gat, o, s50)
-    assert learner.feature_dim(s50) == drl_learner.feature_dim(3) + emb.shape[1]
-    feats = learner.features(o, fixed_prices(s50), s50)
+
+def test_drl_gat_learner_feeds_frozen_gat_embeddings_to_the_dqn(gat_dir, tmp_path):
+    learner = get_learner("drl_gat", n_envs=2, buffer_size=64, gat_checkpoint=str(gat_dir))
+    gat = load_policy_checkpoint(gat_dir)[2]
+    o, _ = env.reset(jax.random.key(0), S)
+    emb = gat_learner.device_embeddings(gat, o, S)
+    assert learner.feature_dim(S) == device_features(o, S).shape[1] + emb.shape[1]
+    feats = learner.bind(gat).features(o, fixed_prices(S), S)
     np.testing.assert_array_equal(feats[:, -emb.shape[1]:], emb)
-    state = learner.init(jax.random.key(1), s50)
-    state, metrics = _train_chunk(learner, state, s50, 3)
-    assert np.isfinite(np.asarray(metrics["loss"])).all()
+    np.testing.assert_array_equal(feats[:, :-emb.shape[1]], device_features(o, S, fixed_prices(S)))
+    with pytest.raises(TypeError, match="frozen GAT"):
+        learner.features(o, fixed_prices(S), S)
+    # The GAT is read on the host by init and is data of the train state.
+    state = learner.init(jax.random.key(1), S)
+    for a, b in zip(jax.tree.leaves(state.gat), jax.tree.leaves(gat)):
+        np.testing.assert_array_equal(a, b)
+    assert jax.tree.structure(learner.state_shapes(S)) == jax.tree.structure(state)
+    state, metrics = train_chunk(learner, state, S, 3)
+    assert np.isfinite(np.asarray(metrics["loss"])).all() and int(state.drl.step) == 3
     policy = learner.policy(state)
     # The policy carries the frozen GAT unchanged: executing it needs nothing else.
     for a, b in zip(jax.tree.leaves(policy.gat), jax.tree.leaves(gat)):
         np.testing.assert_array_equal(a, b)
-    assert drl_gat.greedy_offload(policy, o, fixed_prices(s50), s50).shape == (50,)
+    assert drl_gat.greedy_offload(policy, o, fixed_prices(S), S).shape == (8,)
     # A GAT trained for another N is refused, naming the sizes.
-    other = get_learner("drl_gat", gat_checkpoint="results/checkpoints/gat_mec_N50")
-    with pytest.raises(CheckpointMismatchError, match="n_devices"):
-        other.feature_dim(mecjax.Scenario(n_devices=100))
+    with pytest.raises(CheckpointMismatchError, match="n_devices=8.*n_devices=9"):
+        learner.feature_dim(S.replace(n_devices=9))
+    with pytest.raises(CheckpointMismatchError, match="n_devices=8.*n_devices=9"):
+        learner.init(jax.random.key(1), S.replace(n_devices=9))
+    # A drl_gat run and its exported policy load and run in the unified scheduler.
+    run_dir = tmp_path / "drl_gat"
+    ckpt.save(run_dir / "ckpt", 3, state, run_config(learner, S, 1, 3))
+    export_policy(run_dir, tmp_path / "exported")
+    for d in (run_dir, tmp_path / "exported"):
+        _, _, loaded, _ = load_policy_checkpoint(d)
+        for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(policy)):
+            np.testing.assert_array_equal(a, b)
+        sched = small_unified(drl_gat_checkpoint=str(d), use_dt=False, use_qio=False)
+        st = sched.init(jax.random.key(0), S)
+        for a, b in zip(jax.tree.leaves(st.drl), jax.tree.leaves(policy)):
+            np.testing.assert_array_equal(a, b)
+        out = rollout(sched, S, jax.random.key(5), 2, 2)
+        assert float(np.max(out["invalid_decision"])) == 0.0
+    with pytest.raises(CheckpointMismatchError, match="method='drl_gat'.*'drl_fgso'"):
+        small_unified(drl_checkpoint=str(run_dir), use_gat=False)

@@ -28,7 +28,9 @@ from mecjax.env.types import Decision, EnvState, Observation, Outcome
 Params = Scenario | EnvParams
 SHARE_TOL = 1e-5
 
-# Noise streams: each quantity has its own counter stream (see rng.uniform).
+# Noise streams: each quantity has its own stream (see rng.uniform). Step streams
+# are numbered from 100, so a key used for both a reset and a step gives
+# unrelated words.
 _RESET_STREAMS = ("pos_x", "pos_y", "cpu", "power", "phase", "burst", "fade_prev_1",
                   "fade_prev_2", "fade_1", "fade_2", "bits", "cycles", "battery")
 _STEP_STREAMS = ("fade_1", "fade_2", "burst", "bits", "cycles", "harvest",
@@ -53,18 +55,31 @@ def _noise_shapes(names, p: EnvParams) -> dict[str, tuple[int, ...]]:
 
 
 def _draw(key, names, base_stream, p):
+    """{name: uniforms in (0, 1) of its shape} from ``key``, by ``p.noise_rng``."""
+    shapes = _noise_shapes(names, p)
+    if p.noise_rng == "jax":
+        # One call of the key's own generator for all the words, cut into the
+        # quantities: one launch (rbg) or one counter range (threefry) per draw.
+        sizes = [int(np.prod(shape)) for shape in shapes.values()]
+        words = jax.random.bits(jax.random.fold_in(key, base_stream), (sum(sizes),),
+                                jnp.uint32)
+        parts = jnp.split(words, np.cumsum(sizes)[:-1])
+        return {name: rng.to_unit(w).reshape(shape)
+                for (name, shape), w in zip(shapes.items(), parts)}
     seed = rng.seed_words(key)
     return {name: rng.uniform(seed, base_stream + i, shape)
-            for i, (name, shape) in enumerate(_noise_shapes(names, p).items())}
+            for i, (name, shape) in enumerate(shapes.items())}
 
 
 def reset_noise(key: jax.Array, params: Params) -> dict[str, jax.Array]:
-    """All uniforms that :func:`reset_from_noise` consumes."""
+    """All uniforms in (0, 1) that :func:`reset_from_noise` consumes: [N] per
+    device quantity, [N, M] for the fading draws; from ``Scenario.noise_rng``."""
     return _draw(key, _RESET_STREAMS, 0, as_params(params))
 
 
 def step_noise(key: jax.Array, params: Params) -> dict[str, jax.Array]:
-    """All uniforms that :func:`advance` consumes for one slot."""
+    """All uniforms in (0, 1) that :func:`advance` consumes for one slot: [N]
+    per device quantity, [N, M] for the fading draws; from ``Scenario.noise_rng``."""
     return _draw(key, _STEP_STREAMS, 100, as_params(params))
 
 
@@ -292,7 +307,7 @@ def check_decision(decision: Decision, params: Params) -> None:
 
 def forced_offload(offload, battery, cycles, cpu_freq, gain_observed, p):
     """[N] the executed actions: a device whose battery cannot pay for local
-    execution offloads to its best observed server instead (DESIGN.md: an
+    execution offloads to its best observed server instead (docs/model.md: an
     empty battery forces offloading)."""
     cannot_local = battery < physics.local_energy(cycles, cpu_freq, p.kappa)
     best = jnp.argmax(gain_observed, axis=-1).astype(jnp.int32) + 1
@@ -331,14 +346,16 @@ def evaluate_arrays(task_bits, task_cycles, cpu_freq, tx_power, gain, gain_obser
     )
 
 
-def _evaluate(state, decision, params):
+def evaluate_unchecked(state, decision, params) -> Outcome:
+    """:func:`evaluate` without validating or repairing ``decision``: for jitted inner
+    loops (optimizers) whose decisions are valid by construction. [N] per device."""
     gain = state.gain if isinstance(state, EnvState) else state.gain_observed
     return evaluate_arrays(state.task_bits, state.task_cycles, state.cpu_freq, state.tx_power,
                            gain, state.gain_observed, state.battery, state.backlog, decision,
                            params)
 
 
-_evaluate_jit = jax.jit(_evaluate)
+_evaluate_jit = jax.jit(evaluate_unchecked)
 
 
 def evaluate(state: EnvState | Observation, decision: Decision, params: Params) -> Outcome:
@@ -353,11 +370,11 @@ def evaluate(state: EnvState | Observation, decision: Decision, params: Params) 
     if _is_concrete((state, decision, params)):
         check_decision(decision, params)
         return _evaluate_jit(state, sanitize_decision(decision, params)[0], params)
-    return _evaluate(state, sanitize_decision(decision, params)[0], params)
+    return evaluate_unchecked(state, sanitize_decision(decision, params)[0], params)
 
 
 # --------------------------------------------------------------------------
-# reset / step / observation views.
+# reset / step / observation.
 # --------------------------------------------------------------------------
 
 def observe(state: EnvState) -> Observation:
@@ -404,7 +421,7 @@ def transition(state: EnvState, decision: Decision, noise, params: Params):
     """Deterministic core of :func:`step` given the step's uniforms."""
     p = as_params(params)
     valid, flags = sanitize_decision(decision, p)
-    outcome = _evaluate(state, valid, p)
+    outcome = evaluate_unchecked(state, valid, p)
     slot = metrics.slot_metrics(state.task_bits, state.task_cycles, state.cpu_freq, outcome,
                                 valid.prices, p)
     next_state = advance(state, outcome, valid.prices, noise, p)
@@ -444,33 +461,3 @@ def step(key: jax.Array, state: EnvState, decision: Decision, params: Params):
         return _step_jit(key, state, decision, params)
     return _step(key, state, decision, params)
 
-
-def device_view(obs: Observation, params: Params) -> jax.Array:
-    """[N, 5 + 3M] per-device features, scaled to about [0, 1] (state of eq. 1).
-
-    Columns: battery / capacity, D / D_max, C / C_max, f / f_max, P / P_max,
-    observed channel to each server in dB (shifted and scaled), each
-    server's last price / p_max and backlog in slots of work.
-    """
-    p = as_params(params)
-    n = p.n_devices
-    gain_db = (10.0 * jnp.log10(obs.gain_observed) + 110.0) / 30.0
-    shared = jnp.concatenate([obs.prices / p.price_max,
-                              obs.backlog / (p.server_cpu_hz * p.slot_s)])
-    own = jnp.stack([obs.battery / p.battery_capacity_j, obs.task_bits / p.task_bits_max,
-                     obs.task_cycles / p.task_cycles_max, obs.cpu_freq / p.device_cpu_max_hz,
-                     obs.tx_power / p.tx_power_max_w], -1)
-    return jnp.concatenate([own, gain_db, jnp.broadcast_to(shared, (n, shared.shape[0]))], -1)
-
-
-def server_view(obs: Observation, params: Params) -> jax.Array:
-    """[M, 4] per-server features: backlog in slots of work, last price / p_max,
-    mean observed channel in dB (scaled), and offered load: the work of the
-    devices that see it as their best server, in slots of its capacity."""
-    p = as_params(params)
-    capacity = p.server_cpu_hz * p.slot_s
-    gain_db = (10.0 * jnp.log10(obs.gain_observed) + 110.0) / 30.0
-    best = physics.server_onehot(jnp.argmax(obs.gain_observed, -1) + 1, p.n_servers)
-    offered = physics.per_server_sum(best, obs.task_cycles) / capacity
-    return jnp.stack([obs.backlog / capacity, obs.prices / p.price_max,
-                      jnp.mean(gain_db, axis=0), offered], -1)

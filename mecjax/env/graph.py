@@ -17,12 +17,16 @@ Layout of one graph (N devices, M servers, k = min(knn, N - 1)):
   0     battery / battery_capacity_j                0
   1     task_bits / task_bits_max                   backlog / (server_cpu_hz slot_s)
   2     task_cycles / task_cycles_max               last price / price_max
-  3     best observed channel, dB scaled            mean over devices of the
-        ``(10 log10 h + 110) / 30``                 observed channel, dB scaled
+  3     best observed channel in scaled dB          mean over devices of the
+                                                    observed channel in scaled dB
   4     cpu_freq / device_cpu_max_hz                1 (server CPU, relative)
   5     1 (is_device)                               0
   6     0                                           1 (is_server)
   ====  ==========================================  ==============================
+
+  The scaled columns are those of :func:`mecjax.env.features.device_features`
+  and :func:`~mecjax.env.features.server_features` (scaled dB:
+  :func:`~mecjax.env.features.scaled_db`).
 
 * edges ``[E, EDGE_FEATURES]`` float32 with ``E = 2 N M + N k``
   (:func:`num_edges`), in this order:
@@ -33,7 +37,7 @@ Layout of one graph (N devices, M servers, k = min(knn, N - 1)):
   3. ``N k`` device -> device edges, device-major: device i to its k nearest
      other devices, nearest first.
 
-  Columns: ``[observed channel i-j in dB scaled as above, distance / area_m]``
+  Columns: ``[observed channel i-j in scaled dB, distance / area_m]``
   for device-server edges (both directions); ``[0, distance / area_m]`` for
   device-device edges.
 * senders, receivers ``[E]`` int32; n_node ``[1]`` = N + M and n_edge ``[1]``
@@ -55,16 +59,14 @@ import jraph
 
 from mecjax.config import EnvParams, Scenario, as_params
 from mecjax.env.dynamics import distances
+from mecjax.env.features import device_features, scaled_db, server_features
 from mecjax.env.types import EnvState, Observation
 
 Params = Scenario | EnvParams
 
 NODE_FEATURES = 7    # 5 physical columns + one-hot [is_device, is_server]
-EDGE_FEATURES = 2    # [channel dB scaled (0 for device-device), distance / area_m]
+EDGE_FEATURES = 2    # [channel in scaled dB (0 for device-device), distance / area_m]
 GLOBAL_FEATURES = 2  # [t / horizon, mean price / price_max]
-
-# A zero observed channel would give log10(0) = -inf; floor it (-200 dB).
-_MIN_GAIN = 1e-20
 
 
 def knn_count(params: Params) -> int:
@@ -83,12 +85,6 @@ def num_edges(params: Params) -> int:
     """2 N M + N k edges per graph (static)."""
     p = as_params(params)
     return 2 * p.n_devices * p.n_servers + p.n_devices * knn_count(p)
-
-
-def scaled_gain_db(gain):
-    """``(10 log10 h + 110) / 30``, the channel scaling of ``device_view``
-    (h floored at 1e-20 so the result is always finite)."""
-    return (10.0 * jnp.log10(jnp.maximum(gain, _MIN_GAIN)) + 110.0) / 30.0
 
 
 def knn_indices(positions, k: int):
@@ -114,24 +110,25 @@ def graph_from_observation(obs: Observation | EnvState, params: Params) -> jraph
     k = knn_count(p)
     f32 = jnp.float32
 
-    gain_db = scaled_gain_db(obs.gain_observed).astype(f32)                  # [N, M]
-    capacity = p.server_cpu_hz * p.slot_s
+    gain_db = scaled_db(obs.gain_observed).astype(f32)                       # [N, M]
 
-    # -- nodes --------------------------------------------------------------
+    # -- nodes: eq. 10's columns, picked from the agents' feature vectors ------
+    dev = device_features(obs, p)                                            # [N, 5 + 3M]
+    srv = server_features(obs, p)                                            # [M, 4]
     device = jnp.stack([
-        obs.battery / p.battery_capacity_j,
-        obs.task_bits / p.task_bits_max,
-        obs.task_cycles / p.task_cycles_max,
-        jnp.max(gain_db, axis=-1),
-        obs.cpu_freq / p.device_cpu_max_hz,
+        dev[:, 0],                     # battery
+        dev[:, 1],                     # task bits
+        dev[:, 2],                     # task cycles
+        jnp.max(gain_db, axis=-1),     # best observed channel
+        dev[:, 3],                     # CPU frequency
         jnp.ones((n,)),
         jnp.zeros((n,)),
     ], -1).astype(f32)                                                       # [N, 7]
     server = jnp.stack([
         jnp.zeros((m,)),
-        obs.backlog / capacity,
-        obs.prices / p.price_max,
-        jnp.mean(gain_db, axis=0),
+        srv[:, 0],                     # backlog
+        srv[:, 1],                     # last price
+        srv[:, 2],                     # mean observed channel
         jnp.ones((m,)),
         jnp.zeros((m,)),
         jnp.ones((m,)),
@@ -204,5 +201,4 @@ def batch_graphs(graphs: jraph.GraphsTuple) -> jraph.GraphsTuple:
 
 
 __all__ = ["EDGE_FEATURES", "GLOBAL_FEATURES", "NODE_FEATURES", "batch_graphs",
-           "graph_from_observation", "knn_count", "knn_indices", "num_edges", "num_nodes",
-           "scaled_gain_db"]
+           "graph_from_observation", "knn_count", "knn_indices", "num_edges", "num_nodes"]

@@ -1,4 +1,4 @@
-"""Per-slot metrics of DESIGN.md section 3: latency, energy, throughput,
+"""Per-slot metrics of the model (docs/model.md): latency, energy, throughput,
 Jain fairness, utility, leader revenue and utility."""
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Closed-form physics of one slot: rate, latency, energy, payment, cost.
 
 Pure elementwise functions over arrays; shapes broadcast. Equation numbers
-refer to the paper (``shared/paper``); the model itself is DESIGN.md section 3
-and ``docs/model.md``.
+refer to the paper (Badada & Muddana, 2026); the model is ``docs/model.md``.
 """
 
 from __future__ import annotations

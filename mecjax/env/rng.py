@@ -1,15 +1,26 @@
 """Cheap counter-based uniforms for the simulator's per-slot noise.
 
-Random draws dominated a first prototype of the step: ``jax.random.uniform``
-runs Threefry-2x32 (20 rounds) per pair of words, about 5x the cost of the
-arithmetic of the step itself on a CPU. The simulator's noise (fading
+Random draws are a large part of the cost of a step: ``jax.random`` runs
+Threefry-2x32 (20 rounds) per pair of words. The simulator's noise (fading
 innovations, task jitter, harvest) needs statistical quality, not
 cryptographic strength, so each word here is two rounds of Wellons'
-``lowbias32`` integer hash over a counter, seeded by 64 bits drawn from the
-JAX key with Threefry. Keys still split and fold in the usual JAX way, so
-reproducibility and independence across keys are unchanged; only the
-expansion of one key into many words is cheaper. ``tests/test_rng.py``
-checks moments, uniformity and correlation of the stream.
+``lowbias32`` integer hash over a counter, keyed by 64 bits drawn from the
+JAX key. Keys still split and fold in the usual JAX way, so reproducibility
+and independence across keys are unchanged; only the expansion of one key
+into many words is cheaper: a whole vmapped rollout on a CPU runs about 2x
+faster than with every word drawn from the key's own generator
+(``mecjax bench env`` records both in ``results/benchmarks/env_throughput.md``;
+``Scenario.noise_rng`` selects either).
+
+One key feeds several quantities ("streams": fading, task jitter, harvest,
+...). Each stream gets its own 64-bit key, both words hashed from the key's
+seed and the stream number (:func:`stream_seed`), so two streams of one JAX
+key are as unrelated as two JAX keys. (Mixing the stream into one seed word
+only, which was XOR-ed into the counter, made every stream an exact
+counter-shifted copy of every other: stream b at counter ``c ^ d`` equalled
+stream a at ``c`` for a fixed ``d``.) ``tests/test_rng.py`` checks moments,
+uniformity and correlation within a stream and the absence of that relation
+between streams.
 """
 
 from __future__ import annotations
@@ -30,21 +41,51 @@ def lowbias32(x: jax.Array) -> jax.Array:
 
 
 def seed_words(key: jax.Array) -> jax.Array:
-    """[2] uint32 seed drawn from a JAX key (one Threefry call)."""
+    """[2] uint32 seed drawn from a JAX key (one call of the key's generator)."""
     return jax.random.bits(key, (2,), jnp.uint32)
+
+
+def stream_seed(seed: jax.Array, stream: int) -> jax.Array:
+    """[2] uint32 key of one stream: both words depend on both seed words and the stream.
+
+    For a fixed seed the first word is a bijection of ``stream * golden`` (distinct
+    streams get distinct words); the second is a hash of the first, so a change
+    of stream changes both the counter whitening and the additive key of
+    :func:`bits` by unrelated amounts.
+    """
+    t = jnp.uint32((stream * _GOLDEN) & 0xFFFFFFFF)
+    k0 = lowbias32(lowbias32(t ^ seed[0]) + seed[1])
+    k1 = lowbias32(k0 ^ seed[1]) + seed[0]
+    return jnp.stack([k0, k1])
+
+
+def bits(seed: jax.Array, stream: int, counter: jax.Array) -> jax.Array:
+    """uint32 words of ``stream`` at the given uint32 ``counter`` values (any shape).
+
+    seed: [2] uint32 from :func:`seed_words`.
+    """
+    k = stream_seed(seed, stream)
+    return lowbias32(lowbias32(counter.astype(jnp.uint32) ^ k[0]) + k[1])
+
+
+def to_unit(words: jax.Array) -> jax.Array:
+    """float32 uniforms in the open interval (0, 1) from uint32 words.
+
+    Keeps the 24 high bits (a float32 mantissa), centred in their bin: never
+    exactly 0 or 1, so ``log(u)`` is finite.
+    """
+    return ((words >> 8).astype(jnp.float32) + 0.5) * jnp.float32(2.0**-24)
 
 
 def uniform(seed: jax.Array, stream: int, shape: tuple[int, ...]) -> jax.Array:
     """Uniforms in the open interval (0, 1), float32, of ``shape``.
 
     seed: [2] uint32 from :func:`seed_words`. stream: a small int naming the
-    quantity drawn, so that different quantities never share words.
+    quantity drawn; different streams of one seed are independent. Element
+    ``i`` (row-major) is the word at counter ``i``.
     """
     size = 1
     for d in shape:
         size *= d
     counter = jax.lax.iota(jnp.uint32, size).reshape(shape)
-    s0 = lowbias32(seed[0] ^ jnp.uint32((stream * _GOLDEN) & 0xFFFFFFFF))
-    h = lowbias32(lowbias32(counter ^ s0) + seed[1])
-    # 24 high bits, centred in their bin: never exactly 0 or 1, so log(u) is finite.
-    return ((h >> 8).astype(jnp.float32) + 0.5) * jnp.float32(2.0**-24)
+    return to_unit(bits(seed, stream, counter))

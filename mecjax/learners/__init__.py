@@ -1,4 +1,5 @@
-"""Learners: jitted training of the learned schedulers (PureJaxRL style)."""
+"""Learners: jitted training of the learned schedulers (PureJaxRL style).
 
-from mecjax.learners import (drl_fgso, drl_gat, fedavg, gat_mec,  # noqa: F401  (registration)
-                             tsg_marl, twin)
+Look a learner up with :func:`mecjax.learners.base.get_learner`; its module
+is imported then (nothing here is imported for registration's sake).
+"""

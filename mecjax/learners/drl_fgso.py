@@ -1,15 +1,16 @@
-"""DRL-FGSO training (paper section 3, eqs. 1-9; DESIGN.md section 4): a DQN
-per device, federated averaging of the device models and Stackelberg pricing
-by the servers.
+"""DRL-FGSO training (paper section 3, eqs. 1-9): a DQN per device, federated
+averaging of the device models and Stackelberg pricing by the servers.
 
 Followers (devices). Every device i is a DQN agent (eqs. 1-6):
 
-* state s_i^t [F = 5 + 3M] (eq. 1, :func:`device_features`): battery E_i,
-  task D_i and C_i, CPU frequency and transmit power, the observed channel
-  h_ij to every server (last slot's: CSI delay), the prices p_j^t the servers
-  post for this slot (the leaders move first) and the servers' backlogs;
+* state s_i^t [F = 5 + 3M] (eq. 1, :func:`mecjax.env.features.device_features`):
+  battery E_i, task D_i and C_i, CPU frequency and transmit power, the
+  observed channel h_ij to every server (last slot's: CSI delay), the prices
+  p_j^t the servers post for this slot (the leaders move first) and the
+  servers' backlogs;
 * action a_i^t in {0..M} (eq. 2: 0 = local, j = server j), epsilon-greedy
-  with ``epsilon`` = 0.1 (Table 1) during training, greedy at execution;
+  (:func:`mecjax.learners.common.epsilon_greedy`) with ``epsilon`` = 0.1
+  (Table 1) during training, greedy at execution;
   bandwidth and CPU shares are the convex optimum for the chosen assignment
   (:func:`mecjax.optim.allocation.allocate`);
 * reward (eq. 3) ``R_i = -min(cost_i / cost_scale, reward_clip)``: minus the
@@ -23,16 +24,18 @@ Followers (devices). Every device i is a DQN agent (eqs. 1-6):
   ``mean (y - Q(s, a; theta))^2``, Adam with learning rate 0.001 and
   discount 0.9 (Table 1), gradient norm clipped at ``max_grad_norm``; the
   target network is a copy of the online one refreshed every
-  ``target_period`` updates (Mnih et al. 2015). The episode horizon is a time
-  limit, not a terminal state, so the target always bootstraps (Pardo et al.
-  2018); ``s'`` is the state the step led to, before any auto-reset;
-* replay: a circular buffer per device of ``buffer_size`` transitions
-  (s, a, R, s'), filled with that device's transitions from all ``n_envs``
-  training instances (n_envs per update); each gradient step samples
-  ``batch_size`` transitions per device uniformly from its own buffer. The
-  stored action is the one the device *chose*: if an empty battery forced it
-  to offload, the cost of that forced offload is the consequence of choosing
-  local, which is what Q(s, local) must learn.
+  ``target_period`` updates (Mnih et al. 2015; ``optax.periodic_update``).
+  The episode horizon is a time limit, not a terminal state, so the target
+  always bootstraps (Pardo et al. 2018); ``s'`` is the state the step led to,
+  before any auto-reset;
+* replay: a ring buffer per device (:class:`mecjax.learners.common.ReplayBuffer`,
+  vmapped over devices) of ``buffer_size`` transitions (s, a, R, s'), filled
+  with that device's transitions from all ``n_envs`` training instances
+  (n_envs per update); each gradient step samples ``batch_size`` transitions
+  per device uniformly from its own buffer. The stored action is the one the
+  device *chose*: if an empty battery forced it to offload, the cost of that
+  forced offload is the consequence of choosing local, which is what
+  Q(s, local) must learn.
 
 Federation (eq. 7). The device models are one parameter pytree with a leading
 [N] axis; each device trains its own model on its own buffer. Every
@@ -64,7 +67,8 @@ training instance starts at ``price_init`` with d = +1 at reset, as the
 scheduler does on a fresh instance.
 
 One update (PureJaxRL): one slot on each of the ``n_envs`` training instances
-(``vmap`` of :func:`mecjax.env.step`, auto-reset when ``done``), the leader
+(:func:`mecjax.learners.common.step_envs`, auto-reset when ``done`` by
+:func:`mecjax.env.reset_where`), the leader
 price update, the transitions into the buffers, ``grad_steps`` gradient
 steps of every device, then FedAvg and the target refresh when due. All of
 it is in the train state (:class:`DRLTrainState`); ``update`` is pure.
@@ -82,43 +86,12 @@ from flax import struct
 
 from mecjax.config import as_params
 from mecjax.env import env
-from mecjax.env.graph import scaled_gain_db
+from mecjax.env.features import device_feature_dim, device_features
 from mecjax.learners import fedavg
 from mecjax.learners.base import Learner, register_learner
+from mecjax.learners.common import (ReplayBuffer, check_hyper, clipped_adam, epsilon_greedy,
+                                    reset_envs, step_envs)
 from mecjax.nets import qnet
-from mecjax.optim.allocation import allocate
-
-
-# --------------------------------------------------------------------------
-# The device state (eq. 1).
-# --------------------------------------------------------------------------
-
-def feature_dim(n_servers: int) -> int:
-    """F = 5 + 3M: the width of a device state (eq. 1)."""
-    return 5 + 3 * n_servers
-
-
-def device_features(obs, prices, params) -> jax.Array:
-    """[N, 5 + 3M] the state s_i of every device (eq. 1), scaled to about [0, 1].
-
-    The columns of :func:`mecjax.env.device_view` (battery / capacity,
-    D / D_max, C / C_max, f / f_max, P / P_max, observed channel to each
-    server in dB scaled by ``(10 log10 h + 110) / 30``, price / p_max and
-    backlog in slots of server work), except that the price columns hold
-    ``prices`` [M], the prices the leaders post for *this* slot (Stackelberg:
-    the leader moves first, the followers respond to its price), and the
-    channel is floored at 1e-20 so the features are always finite.
-    """
-    p = as_params(params)
-    n = p.n_devices
-    own = jnp.stack([obs.battery / p.battery_capacity_j, obs.task_bits / p.task_bits_max,
-                     obs.task_cycles / p.task_cycles_max, obs.cpu_freq / p.device_cpu_max_hz,
-                     obs.tx_power / p.tx_power_max_w], -1)
-    shared = jnp.concatenate([prices / p.price_max,
-                              obs.backlog / (p.server_cpu_hz * p.slot_s)])
-    return jnp.concatenate([own, scaled_gain_db(obs.gain_observed),
-                            jnp.broadcast_to(shared, (n, shared.shape[0]))],
-                           -1).astype(jnp.float32)
 
 
 # --------------------------------------------------------------------------
@@ -161,15 +134,13 @@ def leader_update(leader: LeaderState, utility, price_step, params) -> LeaderSta
 # --------------------------------------------------------------------------
 
 @struct.dataclass
-class ReplayBuffer:
-    """Circular per-device replay memory: C = ``buffer_size`` slots per device."""
+class DeviceTransition:
+    """One device's transition (s, a, R, s'): an item of its replay buffer."""
 
-    states: jax.Array         # [N, C, F] float32 s
-    actions: jax.Array        # [N, C] int32 a (the chosen action)
-    rewards: jax.Array        # [N, C] float32 R (eq. 3, scaled and clipped)
-    next_states: jax.Array    # [N, C, F] float32 s'
-    ptr: jax.Array            # [] int32 next write position (the same for every device)
-    size: jax.Array           # [] int32 filled entries per device
+    state: jax.Array          # [F] float32 s
+    action: jax.Array         # [] int32 a (the chosen action)
+    reward: jax.Array         # [] float32 R (eq. 3, scaled and clipped)
+    next_state: jax.Array     # [F] float32 s'
 
 
 @struct.dataclass
@@ -179,7 +150,7 @@ class DRLTrainState:
     params: dict              # online Q-networks, leaves [N, ...]
     target_params: dict       # target Q-networks theta^-, leaves [N, ...]
     opt_state: tuple          # per-device Adam states, leaves [N, ...]
-    buffer: ReplayBuffer
+    buffer: ReplayBuffer      # one per device of DeviceTransition: leaves [N, C, ...], ptr [N]
     data_count: jax.Array     # [N] int32 n_i of eq. 7: transitions collected by device i
     env_state: env.EnvState   # the B training instances, leaves [B, ...]
     obs: env.Observation      # their current observations, leaves [B, ...]
@@ -197,10 +168,6 @@ class DRLPolicy:
     price_step: jax.Array     # [] float32
 
 
-def _tuple_of_ints(x) -> tuple[int, ...]:
-    return tuple(int(v) for v in x)
-
-
 @register_learner
 @dataclasses.dataclass(frozen=True)
 class DRLFGSO(Learner):
@@ -208,7 +175,7 @@ class DRLFGSO(Learner):
 
     Hyper-parameters (saved in checkpoints): ``n_envs`` B training instances;
     ``hidden`` MLP widths; ``learning_rate`` (Adam), ``discount``, ``epsilon``
-    (Table 1); ``buffer_size`` transitions per device (a multiple of
+    (Table 1); ``buffer_size`` transitions per device (at least
     ``n_envs``); ``batch_size`` transitions per device per gradient step;
     ``grad_steps`` per update; ``target_period`` and ``fedavg_period`` in
     updates; ``cost_scale`` and ``reward_clip`` of the reward; ``max_grad_norm``;
@@ -234,30 +201,26 @@ class DRLFGSO(Learner):
     price_step: float = 0.05
 
     def __post_init__(self):
-        # JSON round trips (checkpoint configs) turn tuples into lists.
-        object.__setattr__(self, "hidden", _tuple_of_ints(self.hidden))
-        for name in ("n_envs", "buffer_size", "batch_size", "grad_steps", "target_period",
-                     "fedavg_period"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"drl_fgso: {name}={getattr(self, name)} must be >= 1")
-        if self.buffer_size % self.n_envs:
-            raise ValueError(f"drl_fgso: buffer_size={self.buffer_size} must be a multiple of "
-                             f"n_envs={self.n_envs}")
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise ValueError(f"drl_fgso: epsilon={self.epsilon} must be in [0, 1]")
+        check_hyper(self, counts=("n_envs", "buffer_size", "batch_size", "grad_steps",
+                                  "target_period", "fedavg_period"),
+                    widths=("hidden",), fractions=("epsilon", "discount"),
+                    positive=("learning_rate", "cost_scale", "reward_clip", "max_grad_norm"))
+        if self.buffer_size < self.n_envs:
+            raise ValueError(f"drl_fgso: buffer_size={self.buffer_size} must be >= "
+                             f"n_envs={self.n_envs} (one update adds n_envs transitions)")
 
     # -- pieces --------------------------------------------------------------
     def feature_dim(self, params) -> int:
         """Width F of a device state (eq. 1)."""
-        return feature_dim(as_params(params).n_servers)
+        return device_feature_dim(as_params(params).n_servers)
 
     def features(self, obs, prices, params) -> jax.Array:
-        """[N, F] the device states the Q-networks see (eq. 1); subclasses add inputs."""
-        return device_features(obs, prices, params)
+        """[N, F] the device states the Q-networks see: eq. 1 at the posted
+        ``prices`` [M]; subclasses concatenate more inputs."""
+        return device_features(obs, params, prices)
 
     def optimizer(self) -> optax.GradientTransformation:
-        return optax.chain(optax.clip_by_global_norm(self.max_grad_norm),
-                           optax.adam(self.learning_rate))
+        return clipped_adam(self.learning_rate, self.max_grad_norm)
 
     def reward(self, cost):
         """Eq. 3, scaled and clipped: ``-min(cost / cost_scale, reward_clip)``."""
@@ -280,19 +243,19 @@ class DRLFGSO(Learner):
 
     def _init(self, key, params) -> DRLTrainState:
         p = as_params(params)
-        n, m, b, c = p.n_devices, p.n_servers, self.n_envs, self.buffer_size
+        n, m, b = p.n_devices, p.n_servers, self.n_envs
         f = self.feature_dim(p)
         k_net, k_env, k_run = jax.random.split(key, 3)
         global_model = qnet.init_params(k_net, f, m + 1, self.hidden)
         net = fedavg.broadcast(global_model, n)
         opt_state = jax.vmap(self.optimizer().init)(net)
-        obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_env, b), params)
+        obs, env_state = reset_envs(k_env, b, params)
         leader = jax.tree.map(lambda x: jnp.broadcast_to(x, (b,) + x.shape), leader_init(p))
-        buffer = ReplayBuffer(states=jnp.zeros((n, c, f), jnp.float32),
-                              actions=jnp.zeros((n, c), jnp.int32),
-                              rewards=jnp.zeros((n, c), jnp.float32),
-                              next_states=jnp.zeros((n, c, f), jnp.float32),
-                              ptr=jnp.zeros((), jnp.int32), size=jnp.zeros((), jnp.int32))
+        item = DeviceTransition(state=jnp.zeros((f,), jnp.float32),
+                                action=jnp.zeros((), jnp.int32),
+                                reward=jnp.zeros((), jnp.float32),
+                                next_state=jnp.zeros((f,), jnp.float32))
+        buffer = jax.vmap(lambda _: ReplayBuffer.init(item, self.buffer_size))(jnp.arange(n))
         return DRLTrainState(params=net, target_params=net, opt_state=opt_state, buffer=buffer,
                              data_count=jnp.zeros((n,), jnp.int32), env_state=env_state,
                              obs=obs, leader=leader, key=k_run, step=jnp.zeros((), jnp.int32))
@@ -300,30 +263,21 @@ class DRLFGSO(Learner):
     def act(self, key, q_params, features):
         """Epsilon-greedy actions [B, N] of the device models ``q_params`` [N, ...]
         for states ``features`` [B, N, F] (eq. 2)."""
-        b, n = features.shape[:2]
-        k_explore, k_random = jax.random.split(key)
         q = qnet.apply_devices(q_params, jnp.swapaxes(features, 0, 1))         # [N, B, M+1]
-        greedy = jnp.argmax(q, axis=-1).T.astype(jnp.int32)                     # [B, N]
-        explore = jax.random.uniform(k_explore, (b, n)) < self.epsilon
-        random = jax.random.randint(k_random, (b, n), 0, q.shape[-1], jnp.int32)
-        return jnp.where(explore, random, greedy)
+        return epsilon_greedy(key, jnp.argmax(q, axis=-1).T, q.shape[-1], self.epsilon)
 
     def _learn(self, key, state: DRLTrainState, buffer: ReplayBuffer):
         """``grad_steps`` Adam steps of every device on minibatches of its own buffer."""
-        n = buffer.actions.shape[0]
+        n = buffer.ptr.shape[0]
         tx = self.optimizer()
         grad_fn = jax.vmap(jax.value_and_grad(self.td_loss, has_aux=True))
+        sample = jax.vmap(lambda buf, k: buf.sample(k, self.batch_size))
 
         def one(carry, k):
             params, opt_state = carry
-            idx = jax.random.randint(k, (n, self.batch_size), 0, jnp.maximum(buffer.size, 1))
-
-            def take(x):
-                return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), 1)
-
-            (loss, q_mean), grads = grad_fn(params, state.target_params, take(buffer.states),
-                                            take(buffer.actions), take(buffer.rewards),
-                                            take(buffer.next_states))
+            batch = sample(buffer, jax.random.split(k, n))                      # leaves [N, K, ...]
+            (loss, q_mean), grads = grad_fn(params, state.target_params, batch.state,
+                                            batch.action, batch.reward, batch.next_state)
             updates, opt_state = jax.vmap(tx.update)(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), (loss, q_mean)
 
@@ -341,9 +295,8 @@ class DRLFGSO(Learner):
         prices = state.leader.prices                                            # [B, M]
         feats = feats_of(state.obs, prices, p)                                  # [B, N, F]
         actions = self.act(k_act, state.params, feats)                          # [B, N]
-        decisions = jax.vmap(allocate, (0, 0, 0, None))(state.obs, actions, prices, p)
-        next_obs, next_env, _, done, info = jax.vmap(env.step, (0, 0, 0, None))(
-            jax.random.split(k_env, b), state.env_state, decisions, p)
+        _, next_obs, next_env, done, info = step_envs(k_env, state.env_state, state.obs,
+                                                      actions, prices, p)
         rewards = self.reward(info["cost"])                                     # [B, N] eq. 3
 
         # 2. Leaders observe their utility (eq. 15) and re-price.
@@ -351,19 +304,11 @@ class DRLFGSO(Learner):
             state.leader, info["leader_utility"], self.price_step, p)
         next_feats = feats_of(next_obs, leader.prices, p)                       # [B, N, F]
 
-        # 3. Every device stores its B transitions in its own circular buffer.
-        buf = state.buffer
-        cap = buf.actions.shape[1]
-
-        def put(store, new):          # store [N, C, ...], new [B, N, ...]
-            new = jnp.swapaxes(new, 0, 1).astype(store.dtype)
-            start = (0, buf.ptr) + (0,) * (store.ndim - 2)
-            return jax.lax.dynamic_update_slice(store, new, start)
-
-        buf = ReplayBuffer(states=put(buf.states, feats), actions=put(buf.actions, actions),
-                           rewards=put(buf.rewards, rewards),
-                           next_states=put(buf.next_states, next_feats),
-                           ptr=(buf.ptr + b) % cap, size=jnp.minimum(buf.size + b, cap))
+        # 3. Every device stores its B transitions in its own ring buffer.
+        per_device = DeviceTransition(state=feats, action=actions, reward=rewards,
+                                      next_state=next_feats)                    # leaves [B, N, ...]
+        buf = jax.vmap(ReplayBuffer.add)(state.buffer,
+                                         jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), per_device))
         data_count = state.data_count + b
 
         # 4. Local DQN training (eqs. 5-6), FedAvg (eq. 7), target refresh.
@@ -371,8 +316,7 @@ class DRLFGSO(Learner):
         step = state.step + 1
         net = jax.lax.cond(step % self.fedavg_period == 0,
                            lambda x: fedavg.aggregate(x, data_count), lambda x: x, net)
-        target = jax.lax.cond(step % self.target_period == 0,
-                              lambda: net, lambda: state.target_params)
+        target = optax.periodic_update(net, state.target_params, step, self.target_period)
 
         # 5. Auto-reset finished instances (servers back to the initial price).
         next_obs, next_env = env.reset_where(k_reset, done, next_obs, next_env, p)
@@ -405,5 +349,5 @@ def _init_jit(learner: DRLFGSO, key, params) -> DRLTrainState:
     return learner._init(key, params)
 
 
-__all__ = ["DRLFGSO", "DRLPolicy", "DRLTrainState", "LeaderState", "ReplayBuffer",
-           "device_features", "feature_dim", "leader_init", "leader_update"]
+__all__ = ["DRLFGSO", "DRLPolicy", "DRLTrainState", "DeviceTransition", "LeaderState",
+           "leader_init", "leader_update"]

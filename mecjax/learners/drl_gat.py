@@ -3,12 +3,18 @@
 Algorithm 2 feeds the GAT's node embeddings to the DRL agents. This learner
 is DRL-FGSO (per-device DQN, FedAvg of eq. 7, perturb-and-observe leader
 pricing; :mod:`mecjax.learners.drl_fgso`) whose device state is eq. 1's
-``device_features`` concatenated with the device's embedding from a trained
-GAT-MEC network's encoder (:func:`mecjax.learners.gat_mec.device_embeddings`).
-The GAT is frozen: it was trained by GAT-MEC's own objective and is loaded
+:func:`~mecjax.env.features.device_features` concatenated with the device's
+embedding from a trained GAT-MEC network's encoder
+(:func:`mecjax.learners.gat_mec.device_embeddings`).
+
+The GAT is frozen: it was trained by GAT-MEC's own objective and is read
 from ``gat_checkpoint`` (a GAT-MEC run or exported policy for the same N and
-M; "" = an untrained GAT, for tests). The exported policy carries the GAT
-parameters, so executing it needs nothing else.
+M; "" = an untrained GAT, for tests) by :meth:`DRLGAT.init`, on the host,
+once. From there it is data: a field of the train state
+(:class:`DRLGATTrainState`), so the jitted updates take it as an argument,
+a resumed run continues with the very GAT it started with, and the exported
+policy (:class:`DRLGATPolicy`) carries it, so executing the policy needs
+nothing else.
 
 The unified scheduler runs this policy when GAT is on and plain DRL-FGSO
 (raw features) when it is ablated (``use_gat=False``).
@@ -17,17 +23,18 @@ The unified scheduler runs this policy when GAT is on and plain DRL-FGSO
 from __future__ import annotations
 
 import dataclasses
-from functools import lru_cache
+from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from mecjax.config import Scenario, as_params
+from mecjax.env.features import device_features
 from mecjax.learners import gat_mec
-from mecjax.learners.base import get_learner, register_learner
-from mecjax.learners.drl_fgso import DRLFGSO, DRLTrainState, device_features
+from mecjax.learners.base import register_learner
+from mecjax.learners.drl_fgso import DRLFGSO, DRLTrainState
+from mecjax.learners.store import load_policy, trained_shapes
 from mecjax.nets import qnet
 from mecjax.nets.gat import GATMECNet
 
@@ -39,16 +46,22 @@ class DRLGATPolicy:
     gat: Any              # the frozen GAT-MEC network parameters
 
 
-@lru_cache(maxsize=8)
-def _untrained_gat(n_devices: int, n_servers: int):
-    learner = get_learner("gat_mec")
-    s = Scenario(n_devices=n_devices, n_servers=n_servers)
-    return learner.policy(learner.init(jax.random.key(0), s))
+@struct.dataclass
+class DRLGATTrainState:
+    drl: DRLTrainState    # DRL-FGSO's state: Q-networks, buffers, instances, key, step
+    gat: Any              # the frozen GAT-MEC network parameters (never updated)
+
+
+def untrained_gat(params) -> Any:
+    """GAT-MEC's untrained network for the scenario's N and M (the fixed key 0,
+    so every untrained ``drl_gat`` shares it)."""
+    k_net, _, _ = jax.random.split(jax.random.key(0), 3)     # GATMECLearner.init's network key
+    return gat_mec.GATMECLearner().init_policy(k_net, params)
 
 
 def policy_features(gat_params, obs, prices, params) -> jax.Array:
     """[N, 5 + 3M + E]: eq. 1's device state and the device's GAT embedding."""
-    return jnp.concatenate([device_features(obs, prices, params),
+    return jnp.concatenate([device_features(obs, params, prices),
                             gat_mec.device_embeddings(gat_params, obs, params)], -1)
 
 
@@ -58,39 +71,89 @@ def greedy_offload(policy: DRLGATPolicy, obs, prices, params) -> jax.Array:
     return jnp.argmax(q, -1).astype(jnp.int32)
 
 
+@dataclasses.dataclass(frozen=True)
+class _WithGAT(DRLFGSO):
+    """DRL-FGSO whose device state carries the embeddings of ``gat`` (arrays,
+    traced inside ``update``). Built for one call inside a trace; holding
+    arrays, it is unhashable, so it can never be a static ``jit`` argument."""
+
+    gat: Any = None
+
+    def feature_dim(self, params) -> int:
+        return super().feature_dim(params) + GATMECNet.from_params(self.gat).embed
+
+    def features(self, obs, prices, params) -> jax.Array:
+        return policy_features(self.gat, obs, prices, params)
+
+
 @register_learner
 @dataclasses.dataclass(frozen=True)
 class DRLGAT(DRLFGSO):
-    """DRL-FGSO's hyper-parameters plus ``gat_checkpoint``."""
+    """DRL-FGSO's hyper-parameters plus ``gat_checkpoint``; the train state is
+    :class:`DRLGATTrainState`."""
 
     name = "drl_gat"
     scheduler_name = "unified"
     gat_checkpoint: str = ""
 
-    def gat_params(self, n_devices: int, n_servers: int):
-        """The frozen GAT (concrete arrays: constants of the compiled training step)."""
-        with jax.ensure_compile_time_eval():
-            if self.gat_checkpoint:
-                from mecjax.train import load_policy
+    # -- the frozen GAT ------------------------------------------------------
+    def load_gat(self, params) -> Any:
+        """The frozen GAT, read now on the host from ``gat_checkpoint`` (checked:
+        a ``gat_mec`` checkpoint for the same N and M, else
+        :class:`~mecjax.checkpoint.CheckpointMismatchError`), or
+        :func:`untrained_gat`."""
+        if self.gat_checkpoint:
+            return load_policy(self.gat_checkpoint, "gat_mec", params.n_devices, params.n_servers)
+        return untrained_gat(params)
 
-                return load_policy(self.gat_checkpoint, "gat_mec", n_devices, n_servers)
-            return _untrained_gat(n_devices, n_servers)
+    def gat_shapes(self, params) -> Any:
+        """:meth:`load_gat`'s structure, ``jax.ShapeDtypeStruct`` leaves (reads
+        the checkpoint's config only)."""
+        if self.gat_checkpoint:
+            trained = trained_shapes(self.gat_checkpoint, "gat_mec")
+            trained.check_sizes(params)
+            return trained.policy
+        return jax.eval_shape(untrained_gat, params)
 
-    def _gat_for(self, params):
-        p = as_params(params)
-        return self.gat_params(p.n_devices, p.n_servers)
+    def bind(self, gat) -> DRLFGSO:
+        """This learner as DRL-FGSO whose device state includes ``gat``'s
+        embeddings: its ``features``, ``feature_dim``, ``update`` and ``policy``."""
+        hyper = {f.name: getattr(self, f.name) for f in dataclasses.fields(DRLFGSO)}
+        return _WithGAT(**hyper, gat=gat)
 
+    # -- pieces --------------------------------------------------------------
     def feature_dim(self, params) -> int:
-        p = as_params(params)
-        return super().feature_dim(p) + GATMECNet.from_params(self._gat_for(p)).embed
+        """Width 5 + 3M + E of a device state (eq. 1 and the GAT embedding)."""
+        return self.bind(self.gat_shapes(params)).feature_dim(params)
 
     def features(self, obs, prices, params) -> jax.Array:
-        return policy_features(self._gat_for(params), obs, prices, params)
+        raise TypeError("drl_gat's device state needs the frozen GAT: use "
+                        "learner.bind(train_state.gat).features(...) or policy_features")
 
-    def policy(self, train_state: DRLTrainState) -> DRLGATPolicy:
-        base = super().policy(train_state)
-        n, m = train_state.obs.task_bits.shape[-1], train_state.obs.backlog.shape[-1]
-        return DRLGATPolicy(q=base.q, price_step=base.price_step, gat=self.gat_params(n, m))
+    # -- protocol ------------------------------------------------------------
+    def init(self, key, params) -> DRLGATTrainState:
+        """Reads the GAT (:meth:`load_gat`, on the host: call outside ``jit``),
+        then a fresh DRL-FGSO run on its embeddings (one jitted call)."""
+        return _init_with_gat(self, key, params, self.load_gat(params))
+
+    def state_shapes(self, params) -> DRLGATTrainState:
+        return jax.eval_shape(lambda gat: _init_with_gat(self, jax.random.key(0), params, gat),
+                              self.gat_shapes(params))
+
+    def update(self, state: DRLGATTrainState, params):
+        drl, metrics = self.bind(state.gat).update(state.drl, params)
+        return state.replace(drl=drl), metrics
+
+    def policy(self, train_state: DRLGATTrainState) -> DRLGATPolicy:
+        base = self.bind(train_state.gat).policy(train_state.drl)
+        return DRLGATPolicy(q=base.q, price_step=base.price_step, gat=train_state.gat)
 
 
-__all__ = ["DRLGAT", "DRLGATPolicy", "greedy_offload", "policy_features"]
+@partial(jax.jit, static_argnums=0)
+def _init_with_gat(learner: DRLGAT, key, params, gat) -> DRLGATTrainState:
+    # DRL-FGSO's own initialisation, its input width including the GAT embedding.
+    return DRLGATTrainState(drl=learner.bind(gat)._init(key, params), gat=gat)
+
+
+__all__ = ["DRLGAT", "DRLGATPolicy", "DRLGATTrainState", "greedy_offload", "policy_features",
+           "untrained_gat"]

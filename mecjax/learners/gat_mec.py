@@ -1,11 +1,12 @@
 """GAT-MEC learner: a graph-attention Q-head trained on exact counterfactual
-slot costs (paper section 3.1, eqs. 10-14; DESIGN.md section 4).
+slot costs (paper section 3.1, eqs. 10-14).
 
 Network (:class:`mecjax.nets.gat.GATMECNet`): a 2-layer multi-head GAT
 (eqs. 11-12) over the instance's graph
 (:func:`mecjax.env.graph.graph_from_observation`, node features of eq. 10),
 then a per-device head on [device embedding, the device's own features of
-eq. 1 (``device_view``), graph globals] giving one score per option
+eq. 1 (:func:`mecjax.env.features.device_features`), graph globals] giving
+one score per option
 (local, server 1..M). Parameters are shared by all devices, so one network
 serves any N; a trained checkpoint is still tied to its (N, M).
 
@@ -41,12 +42,13 @@ Discount: the targets are one-slot costs (eq. 13 is a per-slot argmin), so
 there is no bootstrapping and Table 1's discount does not enter; the weak
 couplings between slots (battery, server backlog) are reflected only through
 the observed state. Exploration: epsilon-greedy with epsilon = 0.1 (Table 1)
-per device during training, greedy at execution. The executed policy is a
-Polyak average of the trained parameters (rate ``polyak``), which smooths the
-slot-to-slot drift of the devices' joint best responses. Adam, lr 1e-3
-(Table 1), with global-norm clipping. One update = one slot on each of the B
-training instances plus one gradient step on the B x N x (M + 1) targets;
-instances reset when ``done``.
+per device during training (:func:`mecjax.learners.common.epsilon_greedy`),
+greedy at execution. The executed policy is a Polyak average of the trained
+parameters (rate ``polyak_rate``, ``optax.incremental_update``), which
+smooths the slot-to-slot drift of the devices' joint best responses. Adam, lr
+1e-3 (Table 1), with global-norm clipping. One update = one slot on each of
+the B training instances plus one gradient step on the B x N x (M + 1)
+targets; instances reset when ``done`` (:func:`mecjax.env.reset_where`).
 
 Why not a policy gradient: an advantage actor-critic on the sampled actions
 (same network, reward D_i = -delta_i(a_i)) was tried first. At N = 150 the
@@ -69,24 +71,21 @@ from flax import struct
 from mecjax.config import as_params
 from mecjax.env import env as _env
 from mecjax.env import physics
+from mecjax.env.features import device_features
 from mecjax.env.graph import graph_from_observation
 from mecjax.env.types import Decision, EnvState, Observation
 from mecjax.learners.base import Learner, register_learner
-from mecjax.nets.gat import GAT, GATMECNet
-from mecjax.optim.allocation import allocate, optimal_bandwidth_shares, optimal_cpu_shares
+from mecjax.learners.common import (check_hyper, clipped_adam, epsilon_greedy, reset_envs,
+                                    step_envs)
+from mecjax.nets.gat import GATMECNet, gat_encoder
+from mecjax.optim.allocation import optimal_bandwidth_shares, optimal_cpu_shares
 from mecjax.optim.pricing import initial_prices as fixed_prices
-
-_FEATURE_CLIP = 5.0
 
 
 def observation_features(obs: Observation, params):
     """``(graph, device_features [N, 5 + 3M])`` of one instance: the GAT's graph
-    (eq. 10 node features) and ``device_view`` (state of eq. 1), made finite."""
-    graph = graph_from_observation(obs, params)
-    dev = _env.device_view(obs, params)
-    dev = jnp.clip(jnp.nan_to_num(dev, nan=0.0, posinf=_FEATURE_CLIP, neginf=-_FEATURE_CLIP),
-                   -_FEATURE_CLIP, _FEATURE_CLIP)
-    return graph, dev.astype(jnp.float32)
+    (eq. 10 node features) and the device states of eq. 1."""
+    return graph_from_observation(obs, params), device_features(obs, params)
 
 
 def apply_q(net_params, obs: Observation, params):
@@ -100,10 +99,9 @@ def apply_q(net_params, obs: Observation, params):
 def device_embeddings(net_params, obs: Observation, params):
     """[N, embed] every device's GAT embedding (eqs. 11-12) from a GAT-MEC
     network's encoder: what the unified scheduler feeds its DRL agents."""
-    net = GATMECNet.from_params(net_params)
-    graph, dev = observation_features(obs, params)
-    encoder = GAT(net.hidden, net.heads, net.embed, net.embed_heads)
-    return encoder.apply({"params": net_params["gat"]}, graph)[:dev.shape[0]]
+    encoder = gat_encoder(GATMECNet.from_params(net_params))
+    h = encoder.apply({"params": net_params["gat"]}, graph_from_observation(obs, params))
+    return h[:as_params(params).n_devices]
 
 
 def greedy_actions(net_params, obs: Observation, params):
@@ -118,8 +116,9 @@ def option_deltas(state: EnvState, obs: Observation, decision: Decision, offload
 
     Arguments are one instance's: ``state`` the slot's state (true channel),
     ``obs`` its observation, ``decision`` the decision given to the
-    environment (made by :func:`allocate` on ``obs``), and ``offload`` and
-    ``rate`` the executed actions and uplink rates of the step (``info``), [N].
+    environment (made by :func:`~mecjax.optim.allocation.allocate` on
+    ``obs``), and ``offload`` and ``rate`` the executed actions and uplink
+    rates of the step (``info``), [N].
 
     Why it is cheap: ``allocate`` gives each device on server j a bandwidth
     share proportional to a weight w_ij (fixed by its own task and observed
@@ -210,54 +209,46 @@ class GATMECLearner(Learner):
     """GAT-MEC training (see the module docstring).
 
     Hyper-parameters (JSON-friendly, saved in checkpoints): ``n_envs`` B
-    parallel training instances; GAT sizes ``hidden`` (features per head of
-    the hidden layer), ``heads``, ``embed`` (output features, heads
-    averaged), ``embed_heads``; ``mlp`` width of the per-device head;
+    parallel training instances; GAT sizes ``gat_hidden`` (features per head
+    of each hidden layer), ``heads``, ``embed`` (output features, heads
+    averaged), ``embed_heads``; ``head_hidden`` widths of the per-device head;
     ``learning_rate`` and ``epsilon`` (exploration; both Table 1),
     ``max_grad_norm``; ``cost_scale`` (target unit), ``target_clip``,
-    ``huber_delta``; ``polyak``: rate of the running average of the
-    parameters that :meth:`policy` returns (1 = the online parameters).
+    ``huber_delta``; ``polyak_rate``: rate of the running (Polyak) average of
+    the parameters that :meth:`policy` returns (1 = the online parameters).
     """
 
     name = "gat_mec"
     scheduler_name = "gat_mec"
 
     n_envs: int = 4
-    hidden: int = 8
+    gat_hidden: tuple = (8,)
     heads: int = 4
     embed: int = 16
     embed_heads: int = 4
-    mlp: int = 64
+    head_hidden: tuple = (64, 64)
     learning_rate: float = 1e-3
     epsilon: float = 0.1
     max_grad_norm: float = 1.0
     cost_scale: float = 0.1
     target_clip: float = 10.0
     huber_delta: float = 1.0
-    polyak: float = 0.01
+    polyak_rate: float = 0.01
 
     def __post_init__(self):
-        for name in ("n_envs", "hidden", "heads", "embed", "embed_heads", "mlp"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
-                raise ValueError(f"{name}={v!r} must be an int >= 1")
-        if not 0.0 < self.polyak <= 1.0:
-            raise ValueError(f"polyak={self.polyak} must be in (0, 1]")
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise ValueError(f"epsilon={self.epsilon} must be in [0, 1]")
-        for name in ("learning_rate", "max_grad_norm", "cost_scale", "target_clip", "huber_delta"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be > 0")
+        check_hyper(self, counts=("n_envs", "heads", "embed", "embed_heads"),
+                    widths=("gat_hidden", "head_hidden"), fractions=("epsilon", "polyak_rate"),
+                    positive=("learning_rate", "max_grad_norm", "cost_scale", "target_clip",
+                              "huber_delta", "polyak_rate"))
 
     # -- pieces -------------------------------------------------------------
     def network(self, params) -> GATMECNet:
-        return GATMECNet(n_servers=as_params(params).n_servers, hidden=(self.hidden,),
+        return GATMECNet(n_servers=as_params(params).n_servers, gat_hidden=self.gat_hidden,
                          heads=self.heads, embed=self.embed, embed_heads=self.embed_heads,
-                         mlp=self.mlp)
+                         head_hidden=self.head_hidden)
 
     def optimizer(self) -> optax.GradientTransformation:
-        return optax.chain(optax.clip_by_global_norm(self.max_grad_norm),
-                           optax.adam(self.learning_rate))
+        return clipped_adam(self.learning_rate, self.max_grad_norm)
 
     def init_policy(self, key, params):
         """Fresh network parameters (the untrained policy)."""
@@ -268,7 +259,7 @@ class GATMECLearner(Learner):
     # -- protocol -----------------------------------------------------------
     def init(self, key, params) -> GATMECTrainState:
         k_net, k_env, k_state = jax.random.split(key, 3)
-        obs, state = jax.vmap(_env.reset, (0, None))(jax.random.split(k_env, self.n_envs), params)
+        obs, state = reset_envs(k_env, self.n_envs, params)
         net_params = self.init_policy(k_net, params)
         return GATMECTrainState(params=net_params, policy_params=net_params,
                                 opt_state=self.optimizer().init(net_params),
@@ -280,27 +271,23 @@ class GATMECLearner(Learner):
 
     def update(self, ts: GATMECTrainState, params):
         p = as_params(params)
-        b, n, m = self.n_envs, p.n_devices, p.n_servers
-        key, k_explore, k_random, k_env, k_reset = jax.random.split(ts.key, 5)
-        prices = fixed_prices(p)
+        b, m = self.n_envs, p.n_servers
+        key, k_explore, k_env, k_reset = jax.random.split(ts.key, 4)
+        prices = jnp.broadcast_to(fixed_prices(p), (b, m))
 
         def loss_fn(net_params):
             q = jax.vmap(apply_q, (None, 0, None))(net_params, ts.obs, p)            # [B, N, M+1]
-            greedy = jnp.argmin(jax.lax.stop_gradient(q), -1).astype(jnp.int32)
-            explore = jax.random.uniform(k_explore, (b, n)) < self.epsilon
-            random = jax.random.randint(k_random, (b, n), 0, m + 1, jnp.int32)
-            actions = jnp.where(explore, random, greedy)                              # [B, N]
-            decisions = jax.vmap(allocate, (0, 0, None, None))(ts.obs, actions, prices, p)
-            next_obs, next_state, _, done, info = jax.vmap(_env.step, (0, 0, 0, None))(
-                jax.random.split(k_env, b), ts.env_state, decisions, p)
+            greedy = jnp.argmin(jax.lax.stop_gradient(q), -1)
+            actions = epsilon_greedy(k_explore, greedy, m + 1, self.epsilon)         # [B, N]
+            decisions, next_obs, next_state, done, info = step_envs(
+                k_env, ts.env_state, ts.obs, actions, prices, p)
             delta = jax.vmap(option_deltas, (0, 0, 0, 0, 0, None))(
                 ts.env_state, ts.obs, decisions, info["offload"], info["rate"], p)
             target = jax.lax.stop_gradient(
                 jnp.clip(delta / self.cost_scale, -self.target_clip, self.target_clip))
             loss = jnp.mean(optax.losses.huber_loss(q, target, delta=self.huber_delta))
             aux = dict(next_obs=next_obs, next_state=next_state, done=done, info=info,
-                       target=target, greedy=greedy,
-                       explore=jnp.mean(explore.astype(jnp.float32)))
+                       target=target, greedy=greedy)
             return loss, aux
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params)
@@ -312,7 +299,8 @@ class GATMECLearner(Learner):
 
         new_ts = GATMECTrainState(
             params=net_params,
-            policy_params=optax.incremental_update(net_params, ts.policy_params, self.polyak),
+            policy_params=optax.incremental_update(net_params, ts.policy_params,
+                                                   self.polyak_rate),
             opt_state=opt_state,
             env_state=env_state,
             obs=obs,
@@ -324,7 +312,6 @@ class GATMECLearner(Learner):
             "loss": loss,
             "offload_fraction": jnp.mean(info["offload_fraction"]),
             "utility": jnp.mean(info["utility"]),
-            "explore_fraction": aux["explore"],
             # how often the greedy choice was the best single-device move in hindsight
             "greedy_is_best": jnp.mean((aux["greedy"] == best).astype(jnp.float32)),
         }

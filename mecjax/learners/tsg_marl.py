@@ -4,38 +4,43 @@ offloading game of paper section 3.2 (eqs. 15-17), PureJaxRL style.
 Agents (centralised training, decentralised execution):
 
 * **Leaders**: the M servers. A deterministic price actor mu^L maps server
-  j's own row of ``server_view`` [4] (backlog, last price, mean channel,
-  offered load) to a price in [price_min, price_max] through a sigmoid. Its
-  reward is the leader utility of eq. 15, ``info["leader_utility"]``, divided
-  by ``utility_scale`` and clipped to +-``reward_clip``.
+  j's own row of :func:`~mecjax.env.features.server_features` [4] (backlog,
+  last price, mean channel, offered load) to a price in [price_min,
+  price_max] through a sigmoid. Its reward is the leader utility of eq. 15,
+  ``info["leader_utility"]``, divided by ``utility_scale`` and clipped to
+  +-``reward_clip``.
 * **Followers**: the N devices. An offloading actor pi^F maps device i's row
-  of ``device_view`` [5 + 3M] (eq. 1: battery, task, CPU, power, observed
-  channels, last prices and backlogs) to M + 1 logits; at execution the
-  device takes the argmax. Its reward is minus its weighted cost (eq. 3 / 16)
-  divided by ``cost_scale`` (0.1 ~ the mean all-local cost at Table 1) and
-  clipped to [-``reward_clip``, 0] (a vanishing channel gives a huge but
-  finite latency; the clip keeps the critic's targets bounded).
+  of :func:`~mecjax.env.features.device_features` [5 + 3M] (eq. 1: battery,
+  task, CPU, power, observed channels, last prices and backlogs) to M + 1
+  logits; at execution the device takes the argmax. Its reward is minus its
+  weighted cost (eq. 3 / 16) divided by ``cost_scale`` (0.1 ~ the mean
+  all-local cost at Table 1) and clipped to [-``reward_clip``, 0] (a
+  vanishing channel gives a huge but finite latency; the clip keeps the
+  critic's targets bounded).
 * **Parameter sharing**: one leader actor serves every server and one
   follower actor every device, each applied to its agent's own features
   (and likewise one critic per class), so the networks are independent of N
   and a policy is one small pytree.
 
-Centralised critics (eq. 17). With ``glob`` = [mean over devices of
-``device_view`` (5 + 3M), all of ``server_view`` flattened (4M)]:
+Centralised critics (eq. 17). With ``glob`` = [mean over devices of the
+device features (5 + 3M), all server features flattened (4M)]:
 
-* Q_L(s, p_j) = LeaderCritic([server_view_j, u_j, u (all M price fractions,
+* Q_L(s, p_j) = LeaderCritic([server_features_j, u_j, u (all M price fractions,
   own entry = u_j), glob, offload fractions of all devices over the M + 1
   options]) -> scalar, u = (p - price_min) / (price_max - price_min).
-* Q_F(s, a) = FollowerCritic([device_view_i, u, glob, fractions of the
+* Q_F(s, a) = FollowerCritic([device_features_i, u, glob, fractions of the
   *other* devices over the M + 1 options])[a_i] -> its own action picks the
   output entry.
 
 Training (one ``update``): every one of the B training instances plays one
-slot with exploration (epsilon-uniform offloading actions, Gaussian noise of
-std ``price_noise`` x (price range) on prices, clipped), shares from
-:func:`mecjax.optim.allocation.allocate`; the transitions go into a replay
-ring buffer; instances whose episode ended are reset. Then one MADDPG step on
-a minibatch of ``batch_size`` transitions:
+slot with exploration (epsilon-uniform offloading actions,
+:func:`mecjax.learners.common.epsilon_greedy`; Gaussian noise of std
+``price_noise`` x (price range) on prices, clipped), shares from
+:func:`mecjax.optim.allocation.allocate`; the transitions (:class:`Transition`,
+one per instance-slot) go into a replay ring buffer of ``buffer_size``
+(:class:`mecjax.learners.common.ReplayBuffer`); instances whose episode ended
+are reset (:func:`mecjax.env.reset_where`). Then one MADDPG step on a
+minibatch of ``batch_size`` transitions:
 
 * critics: squared TD error to y = r + discount Q'(s', a') where a' are the
   target actors' (deterministic, argmax / sigmoid) actions in s'. Episodes end
@@ -62,16 +67,12 @@ a minibatch of ``batch_size`` transitions:
   vanishes and the followers freeze on whichever option the early critic
   preferred (measured: all-local although the critic ranked offloading
   higher for 95% of the devices).
-* soft target updates with rate ``tau``.
+* soft target updates with rate ``target_rate`` (``optax.incremental_update``).
 
 Measured (Table 1, N = 50..150, 6000 updates): the leaders learn to post
 price_max, since eq. 15's revenue p_j G_j outweighs the demand lost (the
 followers still offload 16-34% of tasks at that price, the heavy tasks with
 good channels); the followers' cost ends 3-8% below all-local.
-
-Replay storage is compact: per transition only the device-own columns of
-``device_view`` (the first 5 + M) are kept; the shared price and backlog
-columns are rebuilt from ``server_view`` (:func:`device_features`).
 """
 
 from __future__ import annotations
@@ -87,8 +88,12 @@ from flax import struct
 
 from mecjax.config import as_params
 from mecjax.env import env
+from mecjax.env.features import (SERVER_FEATURES, device_feature_dim, device_features,
+                                 server_features)
 from mecjax.env.types import EnvState, Observation
 from mecjax.learners.base import Learner, register_learner
+from mecjax.learners.common import (ReplayBuffer, check_hyper, clipped_adam, epsilon_greedy,
+                                    reset_envs, step_envs)
 from mecjax.nets import actor_critic as ac
 from mecjax.optim import allocation
 
@@ -97,30 +102,28 @@ ACTORS = ("leader_actor", "follower_actor")
 
 
 @struct.dataclass
-class Replay:
-    """Ring buffer of C transitions (one instance-slot each)."""
+class Transition:
+    """One instance-slot (s, a, r, s'): an item of the replay buffer."""
 
-    dev: jax.Array          # [C, N, 5 + M] device-own features of s
-    srv: jax.Array          # [C, M, 4] server_view of s
-    next_dev: jax.Array     # [C, N, 5 + M] of s'
-    next_srv: jax.Array     # [C, M, 4] of s'
-    offload: jax.Array      # [C, N] int32 executed actions 0..M
-    price_frac: jax.Array   # [C, M] posted price fractions u in [0, 1]
-    dev_reward: jax.Array   # [C, N] scaled follower rewards
-    srv_reward: jax.Array   # [C, M] scaled leader rewards
-    ptr: jax.Array          # [] int32 next write position
-    size: jax.Array         # [] int32 number of filled slots
+    dev: jax.Array          # [N, 5 + 3M] device features of s (eq. 1)
+    srv: jax.Array          # [M, 4] server features of s
+    next_dev: jax.Array     # [N, 5 + 3M] of s'
+    next_srv: jax.Array     # [M, 4] of s'
+    offload: jax.Array      # [N] int32 executed actions 0..M
+    price_frac: jax.Array   # [M] posted price fractions u in [0, 1]
+    dev_reward: jax.Array   # [N] scaled follower rewards
+    srv_reward: jax.Array   # [M] scaled leader rewards
 
 
 @struct.dataclass
 class TSGTrainState:
     """Everything a TSG-MARL run needs to continue bit-identically."""
 
-    nets: dict              # NETS -> flax params
-    targets: dict           # NETS -> target params
-    prev: dict              # ACTORS -> actor params before the last update (L_reg)
-    opt: dict               # NETS -> optax states
-    replay: Replay
+    params: dict            # NETS -> flax params
+    target_params: dict     # NETS -> target params
+    prev_params: dict       # ACTORS -> actor params before the last update (L_reg)
+    opt_state: dict         # NETS -> optax states
+    buffer: ReplayBuffer    # of Transition: leaves [C, ...]
     env_state: EnvState     # [B] training instances
     obs: Observation        # [B]
     key: jax.Array          # typed PRNG key
@@ -128,18 +131,8 @@ class TSGTrainState:
 
 
 # ---------------------------------------------------------------------------
-# Features
+# Critic inputs
 # ---------------------------------------------------------------------------
-
-def device_features(own, srv):
-    """[..., N, 5 + 3M] ``device_view`` rebuilt from its own columns
-    ``own`` [..., N, 5 + M] and ``server_view`` ``srv`` [..., M, 4]
-    (the shared columns are last prices / price_max and backlogs, which are
-    server_view's columns 1 and 0)."""
-    shared = jnp.concatenate([srv[..., 1], srv[..., 0]], -1)          # [..., 2M]
-    shared = jnp.broadcast_to(shared[..., None, :], own.shape[:-1] + shared.shape[-1:])
-    return jnp.concatenate([own, shared], -1)
-
 
 def global_features(dev, srv):
     """[..., 5 + 3M + 4M] the critics' view of the global state s: mean-pooled
@@ -210,12 +203,13 @@ def greedy_actions(policy, obs: Observation, params):
     """Decentralised execution: ``(offload [N] int32, prices [M])``.
 
     Each device takes the argmax of its follower actor's logits on its own
-    ``device_view`` row; each server posts its leader actor's price on its own
-    ``server_view`` row.
+    :func:`~mecjax.env.features.device_features` row; each server posts its
+    leader actor's price on its own :func:`~mecjax.env.features.server_features`
+    row.
     """
     p = as_params(params)
-    logits = ac.follower_logits(policy["follower_actor"], env.device_view(obs, p))
-    u = ac.leader_fraction(policy["leader_actor"], env.server_view(obs, p))
+    logits = ac.follower_logits(policy["follower_actor"], device_features(obs, p))
+    u = ac.leader_fraction(policy["leader_actor"], server_features(obs, p))
     offload = jnp.argmax(logits, -1).astype(jnp.int32)
     prices = ac.price_from_fraction(u, p.price_min, p.price_max).astype(jnp.float32)
     return offload, prices
@@ -238,9 +232,9 @@ class TSGMARLLearner(Learner):
     batch_size: int = 16               # transitions per gradient step (x N devices, x M servers)
     actor_hidden: tuple = (64, 64)
     critic_hidden: tuple = (64, 64)
-    lr: float = 1e-3                   # actors and critics (Table 1)
+    learning_rate: float = 1e-3        # actors and critics (Table 1)
     discount: float = 0.9              # Table 1
-    tau: float = 0.01                  # soft target update rate
+    target_rate: float = 0.01          # soft target update rate
     epsilon: float = 0.1               # follower exploration: uniform random action (Table 1)
     price_noise: float = 0.1           # leader exploration: Gaussian std / price range (Table 1)
     gumbel_temperature: float = 1.0
@@ -253,28 +247,33 @@ class TSGMARLLearner(Learner):
     max_grad_norm: float = 10.0
 
     def __post_init__(self):
-        # Hidden sizes come back from a checkpoint's JSON config as lists.
-        for f in ("actor_hidden", "critic_hidden"):
-            object.__setattr__(self, f, tuple(int(w) for w in getattr(self, f)))
+        check_hyper(self, counts=("n_envs", "buffer_size", "batch_size"),
+                    widths=("actor_hidden", "critic_hidden"),
+                    fractions=("discount", "target_rate", "epsilon"),
+                    positive=("learning_rate", "target_rate", "gumbel_temperature",
+                              "cost_scale", "utility_scale", "reward_clip", "max_grad_norm"))
+        if self.buffer_size < self.n_envs:
+            raise ValueError(f"tsg_marl: buffer_size={self.buffer_size} must be >= "
+                             f"n_envs={self.n_envs} (one update adds n_envs transitions)")
 
     # -- networks ------------------------------------------------------------
     def _modules(self, n_options):
         return {
-            "leader_actor": ac.LeaderActor(tuple(self.actor_hidden)),
-            "follower_actor": ac.FollowerActor(tuple(self.actor_hidden), n_options),
-            "leader_critic": ac.LeaderCritic(tuple(self.critic_hidden)),
-            "follower_critic": ac.FollowerCritic(tuple(self.critic_hidden), n_options),
+            "leader_actor": ac.LeaderActor(self.actor_hidden),
+            "follower_actor": ac.FollowerActor(self.actor_hidden, n_options),
+            "leader_critic": ac.LeaderCritic(self.critic_hidden),
+            "follower_critic": ac.FollowerCritic(self.critic_hidden, n_options),
         }
 
-    def _tx(self):
-        return optax.chain(optax.clip_by_global_norm(self.max_grad_norm), optax.adam(self.lr))
+    def optimizer(self) -> optax.GradientTransformation:
+        return clipped_adam(self.learning_rate, self.max_grad_norm)
 
     def init_nets(self, key, params) -> dict:
         """Fresh parameters of the four networks."""
         p = as_params(params)
         n, m, k = p.n_devices, p.n_servers, p.n_servers + 1
-        dev = jnp.zeros((n, 5 + 3 * m))
-        srv = jnp.zeros((m, 4))
+        dev = jnp.zeros((n, device_feature_dim(m)))
+        srv = jnp.zeros((m, SERVER_FEATURES))
         off = jnp.zeros((n,), jnp.int32)
         u = jnp.zeros((m,))
         inputs = {
@@ -296,22 +295,21 @@ class TSGMARLLearner(Learner):
         n, m = p.n_devices, p.n_servers
         k_net, k_env, key = jax.random.split(key, 3)
         nets = self.init_nets(k_net, p)
-        tx = self._tx()
-        obs, states = jax.vmap(env.reset, (0, None))(jax.random.split(k_env, self.n_envs), params)
-        c = self.buffer_size
-        z = lambda *s: jnp.zeros(s, jnp.float32)  # noqa: E731
-        replay = Replay(dev=z(c, n, 5 + m), srv=z(c, m, 4), next_dev=z(c, n, 5 + m),
-                        next_srv=z(c, m, 4), offload=jnp.zeros((c, n), jnp.int32),
-                        price_frac=z(c, m), dev_reward=z(c, n), srv_reward=z(c, m),
-                        ptr=jnp.zeros((), jnp.int32), size=jnp.zeros((), jnp.int32))
+        tx = self.optimizer()
+        obs, states = reset_envs(k_env, self.n_envs, params)
+        dev = jnp.zeros((n, device_feature_dim(m)), jnp.float32)
+        srv = jnp.zeros((m, SERVER_FEATURES), jnp.float32)
+        item = Transition(dev=dev, srv=srv, next_dev=dev, next_srv=srv,
+                          offload=jnp.zeros((n,), jnp.int32), price_frac=jnp.zeros((m,)),
+                          dev_reward=jnp.zeros((n,)), srv_reward=jnp.zeros((m,)))
         copy = lambda t: jax.tree.map(lambda x: x, t)  # noqa: E731
         return TSGTrainState(
-            nets=nets,
-            targets=copy(nets),
-            prev={a: copy(nets[a]) for a in ACTORS},
-            opt={name: tx.init(nets[name]) for name in NETS},
-            replay=replay, env_state=states, obs=obs, key=key,
-            step=jnp.zeros((), jnp.int32))
+            params=nets,
+            target_params=copy(nets),
+            prev_params={a: copy(nets[a]) for a in ACTORS},
+            opt_state={name: tx.init(nets[name]) for name in NETS},
+            buffer=ReplayBuffer.init(item, self.buffer_size), env_state=states, obs=obs,
+            key=key, step=jnp.zeros((), jnp.int32))
 
     def init_policy(self, key, params) -> dict:
         """The untrained policy: equal to ``policy(init(key, params))``, without
@@ -322,31 +320,28 @@ class TSGMARLLearner(Learner):
 
     def policy(self, train_state) -> dict:
         """The execution-time arrays: the two shared actors."""
-        return {a: train_state.nets[a] for a in ACTORS}
+        return {a: train_state.params[a] for a in ACTORS}
 
     # -- acting ---------------------------------------------------------------
     def _explore(self, key, nets, obs, p):
-        """[B, N] offloading actions and [B, M] price fractions with exploration."""
-        dev = jax.vmap(env.device_view, (0, None))(obs, p)
-        srv = jax.vmap(env.server_view, (0, None))(obs, p)
-        logits = ac.follower_logits(nets["follower_actor"], dev)
-        greedy = jnp.argmax(logits, -1)
-        k_eps, k_rand, k_noise = jax.random.split(key, 3)
-        explore = jax.random.uniform(k_eps, greedy.shape) < self.epsilon
-        rand = jax.random.randint(k_rand, greedy.shape, 0, p.n_servers + 1)
-        offload = jnp.where(explore, rand, greedy).astype(jnp.int32)
+        """[B, N] offloading actions and [B, M] price fractions with exploration,
+        and the features ``dev`` [B, N, F], ``srv`` [B, M, 4] they were chosen on."""
+        dev = jax.vmap(device_features, (0, None))(obs, p)
+        srv = jax.vmap(server_features, (0, None))(obs, p)
+        k_act, k_noise = jax.random.split(key)
+        greedy = jnp.argmax(ac.follower_logits(nets["follower_actor"], dev), -1)
+        offload = epsilon_greedy(k_act, greedy, p.n_servers + 1, self.epsilon)
         u = ac.leader_fraction(nets["leader_actor"], srv)
         u = jnp.clip(u + self.price_noise * jax.random.normal(k_noise, u.shape), 0.0, 1.0)
         return dev, srv, offload, u
 
     # -- losses ---------------------------------------------------------------
-    def _losses(self, key, ts: TSGTrainState, batch: Replay, p):
+    def _losses(self, key, ts: TSGTrainState, batch: Transition, p):
         k = p.n_servers + 1
         mods = self._modules(k)
-        dev = device_features(batch.dev, batch.srv)           # [K, N, F]
-        ndev = device_features(batch.next_dev, batch.next_srv)
+        dev, ndev = batch.dev, batch.next_dev                   # [K, N, F]
         srv, nsrv = batch.srv, batch.next_srv                   # [K, M, 4]
-        tg = ts.targets
+        tg = ts.target_params
 
         # Targets: the target actors' deterministic actions in s'.
         n_off = jnp.argmax(mods["follower_actor"].apply(tg["follower_actor"], ndev), -1)
@@ -375,11 +370,11 @@ class TSGMARLLearner(Learner):
         # Actors against the current critics (MADDPG), plus L_reg.
         if self.others_from_policy:
             others_off = jnp.argmax(
-                mods["follower_actor"].apply(ts.nets["follower_actor"], dev), -1)
+                mods["follower_actor"].apply(ts.params["follower_actor"], dev), -1)
         else:
             others_off = batch.offload
         f_in = follower_critic_input(dev, srv, others_off, batch.price_frac, k)
-        q_f_all = mods["follower_critic"].apply(ts.nets["follower_critic"], f_in)  # [K, N, M+1]
+        q_f_all = mods["follower_critic"].apply(ts.params["follower_critic"], f_in)  # [K, N, M+1]
         gumbel = jax.random.gumbel(key, q_f_all.shape)
 
         def follower_actor_loss(w):
@@ -388,15 +383,15 @@ class TSGMARLLearner(Learner):
             hard = jax.nn.one_hot(jnp.argmax(logits + gumbel, -1), k)
             sample = hard + soft - jax.lax.stop_gradient(soft)   # straight-through
             q = jnp.sum(sample * jax.lax.stop_gradient(q_f_all), -1)
-            reg = follower_smoothing(w, ts.prev["follower_actor"], dev, self.smooth_lambda)
+            reg = follower_smoothing(w, ts.prev_params["follower_actor"], dev, self.smooth_lambda)
             return -jnp.mean(q) + reg + self.logit_reg * jnp.mean(logits ** 2), reg
 
         def leader_actor_loss(w):
             u = mods["leader_actor"].apply(w, srv)                       # [K, M]
             q = mods["leader_critic"].apply(
-                ts.nets["leader_critic"],
+                ts.params["leader_critic"],
                 leader_critic_input(dev, srv, batch.offload, batch.price_frac, u, k))
-            reg = leader_smoothing(w, ts.prev["leader_actor"], srv, self.smooth_lambda)
+            reg = leader_smoothing(w, ts.prev_params["leader_actor"], srv, self.smooth_lambda)
             return -jnp.mean(q) + reg, reg
 
         return {"follower_critic": follower_critic_loss, "leader_critic": leader_critic_loss,
@@ -408,64 +403,43 @@ class TSGMARLLearner(Learner):
         ts = train_state
         p = as_params(params)
         key, k_act, k_step, k_reset, k_batch, k_gumbel = jax.random.split(ts.key, 6)
-        b = self.n_envs
 
         # 1. Act with exploration and step every instance.
-        dev, srv, offload, u = self._explore(k_act, ts.nets, ts.obs, p)
+        dev, srv, offload, u = self._explore(k_act, ts.params, ts.obs, p)
         prices = ac.price_from_fraction(u, p.price_min, p.price_max).astype(jnp.float32)
-        decision = jax.vmap(allocation.allocate, (0, 0, 0, None))(ts.obs, offload, prices, p)
-        next_obs, next_state, _, done, info = jax.vmap(env.step, (0, 0, 0, None))(
-            jax.random.split(k_step, b), ts.env_state, decision, params)
-        next_srv = jax.vmap(env.server_view, (0, None))(next_obs, p)
-        next_own = jax.vmap(env.device_view, (0, None))(next_obs, p)[..., :5 + p.n_servers]
+        _, next_obs, next_state, done, info = step_envs(k_step, ts.env_state, ts.obs, offload,
+                                                        prices, params)
 
         # 2. Store the transitions (executed actions, scaled rewards of eqs. 15-16).
         dev_reward = jnp.clip(-info["cost"] / self.cost_scale, -self.reward_clip, 0.0)
         srv_reward = jnp.clip(info["leader_utility"] / self.utility_scale,
                               -self.reward_clip, self.reward_clip)
-        rb = ts.replay
-        c = self.buffer_size
-        idx = (rb.ptr + jnp.arange(b)) % c
-        rb = rb.replace(
-            dev=rb.dev.at[idx].set(dev[..., :5 + p.n_servers]), srv=rb.srv.at[idx].set(srv),
-            next_dev=rb.next_dev.at[idx].set(next_own), next_srv=rb.next_srv.at[idx].set(next_srv),
-            offload=rb.offload.at[idx].set(info["offload"].astype(jnp.int32)),
-            price_frac=rb.price_frac.at[idx].set(u.astype(jnp.float32)),
-            dev_reward=rb.dev_reward.at[idx].set(dev_reward.astype(jnp.float32)),
-            srv_reward=rb.srv_reward.at[idx].set(srv_reward.astype(jnp.float32)),
-            ptr=((rb.ptr + b) % c).astype(jnp.int32),
-            size=jnp.minimum(rb.size + b, c).astype(jnp.int32))
+        buffer = ts.buffer.add(Transition(
+            dev=dev, srv=srv, next_dev=jax.vmap(device_features, (0, None))(next_obs, p),
+            next_srv=jax.vmap(server_features, (0, None))(next_obs, p),
+            offload=info["offload"], price_frac=u, dev_reward=dev_reward, srv_reward=srv_reward))
 
         # 3. Auto-reset finished instances.
-        fresh_obs, fresh_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, b),
-                                                                params)
-
-        def select(fresh, stepped):
-            mask = done.reshape(done.shape + (1,) * (stepped.ndim - 1))
-            return jnp.where(mask, fresh, stepped)
-
-        env_state = jax.tree.map(select, fresh_state, next_state)
-        obs = jax.tree.map(select, fresh_obs, next_obs)
+        obs, env_state = env.reset_where(k_reset, done, next_obs, next_state, params)
 
         # 4. One MADDPG step on a minibatch.
-        rows = jax.random.randint(k_batch, (self.batch_size,), 0, rb.size)
-        batch = jax.tree.map(lambda x: x[rows] if x.ndim > 0 else x, rb)
-        losses = self._losses(k_gumbel, ts, batch, p)
-        tx = self._tx()
-        nets, opt, out = dict(ts.nets), dict(ts.opt), {}
+        losses = self._losses(k_gumbel, ts, buffer.sample(k_batch, self.batch_size), p)
+        tx = self.optimizer()
+        nets, opt_state, out = dict(ts.params), dict(ts.opt_state), {}
         for name in NETS:
             if name in ACTORS:
-                (loss, reg), grads = jax.value_and_grad(losses[name], has_aux=True)(ts.nets[name])
+                (loss, reg), grads = jax.value_and_grad(losses[name], has_aux=True)(ts.params[name])
                 out[f"{name}_reg"] = reg
             else:
-                loss, grads = jax.value_and_grad(losses[name])(ts.nets[name])
-            upd, opt[name] = tx.update(grads, ts.opt[name], ts.nets[name])
-            nets[name] = optax.apply_updates(ts.nets[name], upd)
+                loss, grads = jax.value_and_grad(losses[name])(ts.params[name])
+            upd, opt_state[name] = tx.update(grads, ts.opt_state[name], ts.params[name])
+            nets[name] = optax.apply_updates(ts.params[name], upd)
             out[f"{name}_loss"] = loss
-        targets = jax.tree.map(lambda t, w: (1.0 - self.tau) * t + self.tau * w, ts.targets, nets)
-        new = TSGTrainState(nets=nets, targets=targets, prev={a: ts.nets[a] for a in ACTORS},
-                            opt=opt, replay=rb, env_state=env_state, obs=obs, key=key,
-                            step=ts.step + 1)
+        new = TSGTrainState(
+            params=nets,
+            target_params=optax.incremental_update(nets, ts.target_params, self.target_rate),
+            prev_params={a: ts.params[a] for a in ACTORS}, opt_state=opt_state, buffer=buffer,
+            env_state=env_state, obs=obs, key=key, step=ts.step + 1)
         metrics = {
             "mean_cost": jnp.mean(info["cost"]),
             "leader_utility": jnp.mean(info["leader_utility"]),

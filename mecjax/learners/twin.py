@@ -17,7 +17,7 @@ The forecaster (:class:`mecjax.nets.forecaster.Forecaster`) is an LSTM run per
 device over the observations, with a head that predicts a residual over
 persistence (so untrained it *is* the persistence forecast). Targets are
 scaled: task bits and cycles to [0, 1] by their ranges, gains in scaled dB
-((10 log10 h + 110) / 30, as in ``env.device_view``).
+(:func:`mecjax.env.features.scaled_db`, as in the learners' device state).
 
 :func:`predict_slots` is what the DT-MEC and Unified schedulers call each
 slot: it feeds the slot's observation into the LSTM (the returned carry is the
@@ -33,7 +33,7 @@ against persistence on held-out traces.
 from __future__ import annotations
 
 import dataclasses
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 import jax
@@ -42,17 +42,20 @@ import numpy as np
 import optax
 from flax import struct
 
+from mecjax.checkpoint import CheckpointMismatchError
 from mecjax.config import as_params
 from mecjax.env import dynamics, physics
 from mecjax.env import env as _env
+from mecjax.env.features import from_scaled_db, scaled_db
 from mecjax.env.types import Decision, Observation
 from mecjax.learners.base import Learner, register_learner
-from mecjax.nets.forecaster import Forecaster, feature_vector, from_scaled_db, scaled_db
+from mecjax.learners.store import load_trained
+from mecjax.nets.forecaster import Forecaster, feature_vector
 
 Array = jax.Array
 
 # Scenario fields the forecast depends on: a twin trained on another value of
-# any of them forecasts another process (checked by :func:`load_twin`).
+# any of them forecasts another process (checked by :func:`check_twin_scenario`).
 FORECAST_FIELDS = ("load_mean", "load_amplitude", "load_period_slots", "burst_rho", "burst_std",
                    "task_noise", "task_bits_min", "task_bits_max", "task_cycles_min",
                    "task_cycles_max", "fading_rho", "pathloss_db_at_1km", "pathloss_slope_db",
@@ -287,9 +290,9 @@ class TwinTrainState:
 class TwinLearner(Learner):
     """Trains the twin's forecaster (see the module docstring).
 
-    Hyper-parameters: ``hidden`` LSTM units; ``n_envs`` fresh instances and
+    Hyper-parameters: ``lstm_hidden`` LSTM units; ``n_envs`` fresh instances and
     ``window`` slots per update; Adam ``learning_rate`` with global-norm
-    clipping at ``grad_clip``. One update = fresh traces of ``window`` slots
+    clipping at ``max_grad_norm``. One update = fresh traces of ``window`` slots
     on ``n_envs`` fresh instances, the LSTM from a zero carry over the window,
     one Adam step on the MSE of the scaled targets (next-slot task bits and
     cycles, current-slot channel in scaled dB; the two groups' MSEs summed).
@@ -299,28 +302,28 @@ class TwinLearner(Learner):
     scheduler_name = "dt_mec"
     progress_metric = "loss"
 
-    hidden: int = 32
+    lstm_hidden: int = 32
     n_envs: int = 8
     window: int = 32
     learning_rate: float = 3e-3
-    grad_clip: float = 1.0
+    max_grad_norm: float = 1.0
 
     def __post_init__(self):
-        for name in ("hidden", "n_envs", "window"):
+        for name in ("lstm_hidden", "n_envs", "window"):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
                 raise ValueError(f"{name}={v!r} must be an int >= 1")
         if self.window < 2:
             raise ValueError(f"window={self.window} must be >= 2 (a task target needs a next slot)")
-        for name in ("learning_rate", "grad_clip"):
+        for name in ("learning_rate", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0")
 
     def network(self, params) -> Forecaster:
-        return Forecaster(n_servers=as_params(params).n_servers, hidden=self.hidden)
+        return Forecaster(n_servers=as_params(params).n_servers, hidden=self.lstm_hidden)
 
     def optimizer(self) -> optax.GradientTransformation:
-        return optax.chain(optax.clip_by_global_norm(self.grad_clip),
+        return optax.chain(optax.clip_by_global_norm(self.max_grad_norm),
                            optax.adam(self.learning_rate))
 
     def init_policy(self, key, params) -> TwinPolicy:
@@ -365,14 +368,6 @@ class TwinLearner(Learner):
 # --------------------------------------------------------------------------- loading
 
 
-@lru_cache(maxsize=32)
-def _cached_twin(run_dir: str, stamp: str):
-    from mecjax.train import load_policy_checkpoint
-
-    _, scenario, policy, _ = load_policy_checkpoint(run_dir, expect={"method": TwinLearner.name})
-    return scenario, policy
-
-
 def _concrete_float32(v):
     """``v`` as a float32 NumPy scalar, or None when it is traced (not checkable)."""
     if isinstance(v, jax.core.Tracer):
@@ -380,42 +375,43 @@ def _concrete_float32(v):
     return np.float32(np.asarray(v))
 
 
-def load_twin(run_dir, params) -> TwinPolicy:
-    """The trained twin of ``run_dir`` (a run or an exported policy directory),
-    checked against the scenario ``params`` (Scenario or EnvParams).
+def check_twin_scenario(trained, params, checkpoint: str = "") -> None:
+    """Refuse a twin trained for scenario ``trained`` (a Scenario) on the
+    scenario ``params`` (Scenario or EnvParams) if it would forecast another
+    process.
 
-    Raises :class:`mecjax.checkpoint.CheckpointMismatchError` if the checkpoint
-    is not a ``twin`` one, was trained for another ``n_servers``, or for
-    another value of a forecast-relevant field (:data:`FORECAST_FIELDS`;
-    compared in float32, the environment's precision). Fields that are traced
-    (a ``vmap`` sweep over EnvParams) cannot be compared and are not checked.
+    Raises :class:`mecjax.checkpoint.CheckpointMismatchError` for another
+    ``n_servers`` or another value of a forecast-relevant field
+    (:data:`FORECAST_FIELDS`; compared in float32, the environment's
+    precision). Traced fields (under ``jit`` with EnvParams, or a ``vmap``
+    sweep) cannot be compared and are not checked; a Scenario's always can.
     ``n_devices`` may differ: the forecaster is per device.
-
-    Restored eagerly (also when called inside a trace) and cached per run
-    directory and latest checkpoint (step and modification time).
     """
-    from mecjax.checkpoint import CheckpointMismatchError
-    from mecjax.train import checkpoint_stamp
-
-    with jax.ensure_compile_time_eval():
-        p = as_params(params)
-        scenario, policy = _cached_twin(str(run_dir), checkpoint_stamp(run_dir))
-        wants = {name: _concrete_float32(getattr(p, name)) for name in FORECAST_FIELDS}
-    if scenario.n_servers != p.n_servers:
+    where = f"twin checkpoint {checkpoint}" if checkpoint else "the twin"
+    if trained.n_servers != params.n_servers:
         raise CheckpointMismatchError(
-            f"twin checkpoint {run_dir} was trained for n_servers={scenario.n_servers} but the "
-            f"scenario has n_servers={p.n_servers}")
+            f"{where} was trained for n_servers={trained.n_servers} but the scenario has "
+            f"n_servers={params.n_servers}")
     for name in FORECAST_FIELDS:
-        have = getattr(scenario, name)
-        want = wants[name]
+        have, want = getattr(trained, name), _concrete_float32(getattr(params, name))
         if want is not None and np.float32(have) != want:
             raise CheckpointMismatchError(
-                f"twin checkpoint {run_dir} was trained for {name}={have!r} but the scenario "
-                f"has {name}={float(want)!r}: it would forecast another process")
-    return policy
+                f"{where} was trained for {name}={have!r} but the scenario has "
+                f"{name}={float(want)!r}: it would forecast another process")
+
+
+def load_twin(run_dir, params) -> TwinPolicy:
+    """The trained twin of ``run_dir`` (a run or an exported policy directory),
+    read now, on the host (not inside a traced function), and checked against
+    the scenario ``params`` by :func:`check_twin_scenario`. A non-``twin``
+    checkpoint raises :class:`mecjax.checkpoint.CheckpointMismatchError`."""
+    trained = load_trained(run_dir, TwinLearner.name)
+    check_twin_scenario(trained.scenario, params, str(run_dir))
+    return trained.policy
 
 
 __all__ = ["FORECAST_FIELDS", "Slots", "TwinLearner", "TwinPolicy", "TwinTrainState",
-           "estimated_path_gain", "forecast_skill", "init_carry", "load_twin",
+           "check_twin_scenario", "estimated_path_gain", "forecast_skill", "init_carry",
+           "load_twin",
            "observation_features", "persistence_slots", "predict_slots", "scale_tasks",
            "simulate_trace", "unscale_tasks"]

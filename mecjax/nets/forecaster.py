@@ -9,9 +9,9 @@ Input per device and slot t, F = 2M + 4 features (:func:`feature_vector`):
 
     [D^t scaled, C^t scaled, gdB(h^{t-1})_1..M, gdB(path gain)_1..M, sin, cos]
 
-with task bits D and cycles C scaled to [0, 1] by their ranges, the scaled
-dB of a gain ``gdB(h) = (10 log10 h + 110) / 30`` (as in ``env.device_view``)
-and the known clock sin / cos(2 pi t / load_period_slots).
+with task bits D and cycles C scaled to [0, 1] by their ranges, gains in
+scaled dB ``gdB`` (:func:`mecjax.env.features.scaled_db`, as in every
+learner's device state) and the known clock sin / cos(2 pi t / load_period_slots).
 
 Output per device, 2 + M values: the next slot's scaled task bits and cycles
 (D^{t+1}, C^{t+1}) and the current slot's scaled-dB channel gdB(h^t) to each
@@ -26,24 +26,10 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-# Scaled-dB features are clipped here: a deep fade (|g|^2 -> 0) would give -inf.
-FEATURE_CLIP = 5.0
-
 
 def n_features(n_servers: int) -> int:
     """F = 2M + 4 input features per device."""
     return 2 * n_servers + 4
-
-
-def scaled_db(gain):
-    """Gain (linear) in scaled dB, (10 log10 h + 110) / 30, clipped to +-FEATURE_CLIP."""
-    db = (10.0 * jnp.log10(jnp.maximum(gain, 1e-30)) + 110.0) / 30.0
-    return jnp.clip(db, -FEATURE_CLIP, FEATURE_CLIP)
-
-
-def from_scaled_db(s):
-    """Inverse of :func:`scaled_db`: linear gain."""
-    return 10.0 ** ((30.0 * s - 110.0) / 10.0)
 
 
 def feature_vector(bits_s, cycles_s, gain_db, path_db, t, period):
@@ -87,5 +73,4 @@ class Forecaster(nn.Module):
         return Forecaster(n_servers=m, hidden=rows - n_features(m))
 
 
-__all__ = ["FEATURE_CLIP", "Forecaster", "feature_vector", "from_scaled_db", "n_features",
-           "scaled_db"]
+__all__ = ["Forecaster", "feature_vector", "n_features"]

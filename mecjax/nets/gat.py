@@ -175,32 +175,35 @@ class GATMECNet(nn.Module):
 
     ``__call__(graph, device_features [N, Fd]) -> q [N, M + 1]``.
 
-    The GAT (eqs. 11-12) embeds every node of the instance's graph; each
-    device's embedding, its own features (``mecjax.env.device_view``, the
-    state of eq. 1: battery, task, CPU, power, channel to every server, the
-    servers' prices and backlogs) and the graph's globals go through a
-    per-device MLP shared by all devices that scores the M + 1 options of
-    eq. 13 (local, server 1..M): ``q[i, o]`` estimates how much option o
-    would add to the slot's system cost (eq. 13) in units of the learner's
-    ``cost_scale``; the device takes the lowest. The first N nodes of
-    ``graph`` must be the devices.
+    The GAT (eqs. 11-12; ``gat_hidden`` features per head of each hidden
+    layer, ``heads`` heads, ``embed`` output features averaged over
+    ``embed_heads`` heads) embeds every node of the instance's graph; each
+    device's embedding, its own features (the state of eq. 1,
+    :func:`mecjax.env.features.device_features`: battery, task, CPU, power,
+    channel to every server, the servers' prices and backlogs) and the
+    graph's globals go through a per-device MLP (``head_hidden`` widths,
+    ReLU) shared by all devices that scores the M + 1 options of eq. 13
+    (local, server 1..M): ``q[i, o]`` estimates how much option o would add to
+    the slot's system cost (eq. 13) in units of the learner's ``cost_scale``;
+    the device takes the lowest. The first N nodes of ``graph`` must be the
+    devices.
     """
 
     n_servers: int
-    hidden: Sequence[int] = (16,)
+    gat_hidden: Sequence[int] = (16,)
     heads: int = 4
     embed: int = 32
     embed_heads: int = 4
-    mlp: int = 64
+    head_hidden: Sequence[int] = (64, 64)
 
     @nn.compact
     def __call__(self, graph: jraph.GraphsTuple, device_features):
         n = device_features.shape[0]
-        h = GAT(tuple(self.hidden), self.heads, self.embed, self.embed_heads, name="gat")(graph)
+        h = gat_encoder(self, name="gat")(graph)
         g = jnp.broadcast_to(graph.globals.reshape(1, -1), (n, graph.globals.size))
         z = jnp.concatenate([h[:n], device_features, g], -1)                          # [N, .]
-        z = nn.relu(nn.Dense(self.mlp, name="head_0")(z))
-        z = nn.relu(nn.Dense(self.mlp, name="head_1")(z))
+        for i, width in enumerate(self.head_hidden):
+            z = nn.relu(nn.Dense(width, name=f"head_{i}")(z))
         return nn.Dense(self.n_servers + 1, name="head_out")(z)                       # [N, M+1]
 
     @classmethod
@@ -209,12 +212,21 @@ class GATMECNet(nn.Module):
         so a trained policy can be executed without its training hyper-parameters."""
         gat = params["gat"]
         n_layers = len([k for k in gat if k.startswith("layer_")])
-        hidden = tuple(int(gat[f"layer_{i}"]["a_src"].shape[1]) for i in range(n_layers - 1))
+        gat_hidden = tuple(int(gat[f"layer_{i}"]["a_src"].shape[1]) for i in range(n_layers - 1))
         heads = int(gat["layer_0"]["a_src"].shape[0]) if n_layers > 1 else cls.heads
         last = gat[f"layer_{n_layers - 1}"]["a_src"].shape
-        return cls(n_servers=int(params["head_out"]["kernel"].shape[1]) - 1, hidden=hidden,
-                   heads=heads, embed=int(last[1]), embed_heads=int(last[0]),
-                   mlp=int(params["head_0"]["kernel"].shape[1]))
+        n_head = len([k for k in params if k.startswith("head_") and k != "head_out"])
+        head_hidden = tuple(int(params[f"head_{i}"]["kernel"].shape[1]) for i in range(n_head))
+        return cls(n_servers=int(params["head_out"]["kernel"].shape[1]) - 1,
+                   gat_hidden=gat_hidden, heads=heads, embed=int(last[1]),
+                   embed_heads=int(last[0]), head_hidden=head_hidden)
 
 
-__all__ = ["GAT", "GATLayer", "GATMECNet", "padding_masks"]
+def gat_encoder(net: GATMECNet, name: str | None = None) -> GAT:
+    """The GAT part of ``net`` alone (its parameters are ``params["gat"]``).
+    A function, not a method: flax binds a module built in a method of an
+    unbound module to it, and this one must also be usable on its own."""
+    return GAT(tuple(net.gat_hidden), net.heads, net.embed, net.embed_heads, name=name)
+
+
+__all__ = ["GAT", "GATLayer", "GATMECNet", "gat_encoder", "padding_masks"]

@@ -2,7 +2,7 @@
 the action values of its M+1 options, one network per device.
 
 A single network maps a device state s_i [F] (eq. 1; F = 5 + 3M for the
-features of :func:`mecjax.learners.drl_fgso.device_features`) to
+features of :func:`mecjax.env.features.device_features`) to
 Q(s_i, .) [M+1] (eq. 2: 0 = local, j = server j). Device models are a
 *batched* parameter pytree with a leading device axis [N, ...]:
 :func:`init_device_params` creates N independent initialisations and

@@ -30,7 +30,7 @@ def make_decision(view, offload, prices, params, allocation_rule: str = "optimal
 def outcome_of(view, offload, prices, params, allocation_rule: str = "optimal") -> Outcome:
     """Per-device outcome [N] of ``offload`` (jit-only path: no eager checks)."""
     dec = make_decision(view, offload, prices, params, allocation_rule)
-    return _env._evaluate(view, dec, params)
+    return _env.evaluate_unchecked(view, dec, params)
 
 
 def mean_cost(view, offload, prices, params, allocation_rule: str = "optimal"):

@@ -1,8 +1,11 @@
-"""Schedulers: one module per method, one protocol (see :mod:`.base`)."""
+"""Schedulers: one module per method, one protocol (see :mod:`.base`).
 
-from mecjax.schedulers import (best_response, drl_fgso, dt_mec,  # noqa: F401  (registration)
-                               exact, gat_mec, greedy, qio_mec, references, ts_hybrid_sb,
-                               tsg_marl, unified)
-from mecjax.schedulers.base import Scheduler, Transition, available, make, register
+``make(name, **options)`` imports the module of a built-in scheduler when it
+is first asked for; nothing is imported here for registration's sake.
+"""
 
-__all__ = ["Scheduler", "Transition", "available", "make", "register"]
+from mecjax.schedulers.base import (Scheduler, Transition, available, leaf_field, make, register,
+                                    scheduler_class)
+
+__all__ = ["Scheduler", "Transition", "available", "leaf_field", "make", "register",
+           "scheduler_class"]

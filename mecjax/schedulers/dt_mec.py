@@ -21,8 +21,9 @@ twin's baseline); with it and ``horizon=1`` DT-MEC is the myopic best
 response on the last observation.
 
 ``make("dt_mec", checkpoint=run_dir)`` runs a twin trained by
-``mecjax train twin`` (any N: the forecaster is per device; refused for
-another M or workload/channel process); ``checkpoint=""`` an untrained twin.
+``mecjax train twin``, read when built (any N: the forecaster is per device;
+refused at ``init`` for another M or workload/channel process);
+``checkpoint=""`` an untrained twin.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from mecjax.config import as_params
 from mecjax.learners import twin
 from mecjax.optim import game, lookahead
 from mecjax.optim.allocation import allocate
-from mecjax.schedulers.base import fixed_prices, register
+from mecjax.schedulers.base import fixed_prices
 from mecjax.schedulers.learned import LearnedScheduler
 
 FORECASTS = ("twin", "persistence")
@@ -49,13 +50,6 @@ class DTMECState:
     carry: Any     # the twin's LSTM carry, leaves [N, H]
 
 
-def load_twin_policy(checkpoint: str, key, params):
-    """The twin's forecaster: from a checkpoint, or untrained (``checkpoint=""``)."""
-    if checkpoint:
-        return twin.load_twin(checkpoint, params)
-    return twin.TwinLearner().init_policy(key, params)
-
-
 def twin_slots(policy, carry, obs, horizon: int, forecast: str, params):
     """``(carry, slots)``: the twin's (or persistence's) predicted slots t .. t+H-1."""
     if forecast == "twin":
@@ -65,7 +59,6 @@ def twin_slots(policy, carry, obs, horizon: int, forecast: str, params):
     raise ValueError(f"forecast must be one of {FORECASTS}, got {forecast!r}")
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class DTMEC(LearnedScheduler):
     name = "dt_mec"
@@ -74,19 +67,27 @@ class DTMEC(LearnedScheduler):
     forecast: str = "twin"
 
     def __post_init__(self):
-        super().__post_init__()
         if self.horizon < 1 or self.max_rounds < 1:
             raise ValueError(f"dt_mec: horizon={self.horizon} and max_rounds={self.max_rounds} "
                              f"must be >= 1")
         if self.forecast not in FORECASTS:
             raise ValueError(f"dt_mec: forecast must be one of {FORECASTS}, got {self.forecast!r}")
+        super().__post_init__()
 
     def learner(self) -> str:
         return "twin"
 
+    def check_trained(self, params) -> None:
+        """Any N (the forecaster is per device); the same M and forecast-relevant
+        fields (:func:`mecjax.learners.twin.check_twin_scenario`)."""
+        twin.check_twin_scenario(self.trained.scenario, params, self.checkpoint)
+
+    def untrained_policy(self, key, params):
+        return twin.TwinLearner().init_policy(key, params)
+
     def init(self, key, params):
         p = as_params(params)
-        policy = load_twin_policy(self.checkpoint, jax.random.fold_in(key, 0), p)
+        policy = self.policy(jax.random.fold_in(key, 0), params)
         return DTMECState(policy=policy, carry=twin.init_carry(policy, p.n_devices))
 
     def plan(self, sched_state, obs, params):
@@ -108,4 +109,4 @@ class DTMEC(LearnedScheduler):
         return decision, sched_state.replace(carry=carry)
 
 
-__all__ = ["DTMEC", "DTMECState", "load_twin_policy", "twin_slots"]
+__all__ = ["DTMEC", "DTMECState", "twin_slots"]

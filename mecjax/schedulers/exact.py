@@ -6,10 +6,9 @@ import dataclasses
 
 from mecjax.config import as_params
 from mecjax.optim import exact, objective
-from mecjax.schedulers.base import Scheduler, fixed_prices, register
+from mecjax.schedulers.base import Scheduler, fixed_prices
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class Exact(Scheduler):
     """All (M+1)^N offloading vectors with optimal allocation; refuses N above

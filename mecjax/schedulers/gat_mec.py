@@ -11,23 +11,22 @@ to 1 on every server, so the resource constraint of eq. 14 (CPU allocated
 <= server capacity) holds by construction. Prices are fixed
 (:func:`~mecjax.schedulers.base.fixed_prices`).
 
-``make("gat_mec", checkpoint=run_dir)`` runs a trained policy (refusing a
-checkpoint of another method or another N, M with
-:class:`mecjax.checkpoint.CheckpointMismatchError`); ``checkpoint=""`` the
-untrained, randomly initialised one.
+``make("gat_mec", checkpoint=run_dir)`` runs a trained policy, read when
+built (refusing a checkpoint of another method, and at ``init`` one for
+another N, M, with :class:`mecjax.checkpoint.CheckpointMismatchError`);
+``checkpoint=""`` the untrained, randomly initialised one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from mecjax.learners.gat_mec import GATMECLearner, greedy_actions  # noqa: F401  (registers the learner)
+from mecjax.learners.gat_mec import greedy_actions
 from mecjax.optim.allocation import allocate
-from mecjax.schedulers.base import fixed_prices, register
+from mecjax.schedulers.base import fixed_prices
 from mecjax.schedulers.learned import LearnedScheduler
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class GATMEC(LearnedScheduler):
     """``sched_state`` is the policy: the GATMECNet parameters (a pytree)."""

@@ -6,10 +6,9 @@ import dataclasses
 
 from mecjax.env.types import Decision
 from mecjax.optim import game
-from mecjax.schedulers.base import Scheduler, fixed_prices, register
+from mecjax.schedulers.base import Scheduler, fixed_prices
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class Greedy(Scheduler):
     name = "greedy"

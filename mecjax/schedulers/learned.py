@@ -1,49 +1,82 @@
 """Base of the schedulers that execute a trained policy.
 
-``checkpoint`` names a run directory written by ``mecjax train``; the policy
-is loaded (and checked against the method and the scenario's sizes) when the
-scheduler is initialised, so under ``jit`` it becomes a constant of the
-compiled program. With ``checkpoint=""`` the scheduler runs its learner's
-untrained, randomly initialised policy (the baseline that training must
-beat).
+``checkpoint`` names a run directory written by ``mecjax train`` or an
+exported policy directory. It is read once, on the host, when the scheduler
+is built (``make(name, checkpoint=...)``), and checked to be a checkpoint of
+this scheduler's learner; the weights are then the scheduler's ``trained``
+field (:class:`~mecjax.learners.store.TrainedPolicy`), a pytree leaf, so the
+jitted rollout takes them as an argument. The scenario's sizes are checked
+in ``init`` (where they are static): a policy trained for another N or M is
+refused with :class:`mecjax.checkpoint.CheckpointMismatchError`.
+
+With ``checkpoint=""`` the scheduler runs its learner's untrained, randomly
+initialised policy (the baseline that training must beat), made in ``init``
+from its key.
+
+Built once, a scheduler keeps its weights: ``dataclasses.replace`` with the
+same ``checkpoint`` reuses them, with another one reads that one. Build it
+again to pick up a checkpoint retrained since.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from typing import Any
+
 import jax
 
-from mecjax.config import as_params
 from mecjax.learners.base import get_learner
-from mecjax.schedulers.base import Scheduler
+from mecjax.learners.store import TrainedPolicy, load_trained
+from mecjax.schedulers.base import Scheduler, leaf_field
+
+
+def trained_for(checkpoint: str, trained: TrainedPolicy | None,
+                method: str) -> TrainedPolicy | None:
+    """The weights for ``checkpoint``: ``trained`` if it was read from there,
+    else read now (None for ``checkpoint=""``, unless ``trained`` was built in
+    memory, with no checkpoint)."""
+    if not checkpoint:
+        return trained if trained is not None and not trained.checkpoint else None
+    if trained is not None and trained.checkpoint == checkpoint and trained.method == method:
+        return trained
+    return load_trained(checkpoint, method)
 
 
 @dataclasses.dataclass(frozen=True)
 class LearnedScheduler(Scheduler):
     checkpoint: str = ""
-    # Set from the checkpoint's latest step and time when built: schedulers are static
-    # jit arguments, so a retrained checkpoint must not reuse a stale compiled policy.
-    checkpoint_id: str = ""
+    #: the weights read from ``checkpoint`` when built (None: untrained)
+    trained: TrainedPolicy | None = leaf_field()
 
     def __post_init__(self):
-        if self.checkpoint and not self.checkpoint_id:
-            from mecjax.train import checkpoint_stamp
-
-            object.__setattr__(self, "checkpoint_id", checkpoint_stamp(self.checkpoint))
-
-    def load_policy(self, key, params):
-        """The policy pytree: from the checkpoint, or freshly initialised."""
-        p = as_params(params)
-        if self.checkpoint:
-            from mecjax.train import load_policy
-
-            return load_policy(self.checkpoint, self.learner(), p.n_devices, p.n_servers)
-        learner = get_learner(self.learner())
-        return learner.policy(learner.init(key, params))
+        object.__setattr__(self, "checkpoint", os.fspath(self.checkpoint))   # a Path: its str
+        object.__setattr__(self, "trained",
+                           trained_for(self.checkpoint, self.trained, self.learner()))
 
     def learner(self) -> str:
         """Name of the learner that trains this scheduler's policy (default: same name)."""
         return self.name
 
+    def check_trained(self, params) -> None:
+        """Refuse weights trained for another scenario (default: another N or M)."""
+        self.trained.check_sizes(params)
+
+    def untrained_policy(self, key, params) -> Any:
+        """A freshly initialised policy (the learner's ``policy(init(key))``)."""
+        learner = get_learner(self.learner())
+        return learner.policy(learner.init(key, params))
+
+    def policy(self, key, params) -> Any:
+        """The policy pytree: the trained weights (checked against the scenario
+        ``params``), or an untrained policy from ``key``."""
+        if self.trained is None:
+            return self.untrained_policy(key, params)
+        self.check_trained(params)
+        return self.trained.policy
+
     def init(self, key, params):
-        return self.load_policy(jax.random.fold_in(key, 0), params)
+        return self.policy(jax.random.fold_in(key, 0), params)
+
+
+__all__ = ["LearnedScheduler", "trained_for"]

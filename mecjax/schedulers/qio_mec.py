@@ -8,10 +8,9 @@ import math
 
 from mecjax.config import as_params
 from mecjax.optim import objective, qio
-from mecjax.schedulers.base import Scheduler, fixed_prices, register
+from mecjax.schedulers.base import Scheduler, fixed_prices
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class QIOMEC(Scheduler):
     """Population 30, 100 iterations (Table 1); prices fixed at the scenario's

@@ -9,10 +9,9 @@ import jax.numpy as jnp
 
 from mecjax.config import as_params
 from mecjax.env.types import Decision
-from mecjax.schedulers.base import Scheduler, fixed_prices, register
+from mecjax.schedulers.base import Scheduler, fixed_prices
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class Local(Scheduler):
     """Every device computes its own task."""
@@ -24,7 +23,6 @@ class Local(Scheduler):
         return Decision(jnp.zeros((p.n_devices,), jnp.int32), fixed_prices(p)), sched_state
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class Random(Scheduler):
     """Each device picks local or a server uniformly at random."""
@@ -37,7 +35,6 @@ class Random(Scheduler):
         return Decision(off, fixed_prices(p)), sched_state
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class Nearest(Scheduler):
     """All-offload: each device to the server with its best observed channel."""

@@ -19,7 +19,7 @@ from flax import struct
 
 from mecjax.config import as_params
 from mecjax.optim import objective, pricing, pso
-from mecjax.schedulers.base import Scheduler, fixed_prices, register
+from mecjax.schedulers.base import Scheduler, fixed_prices
 
 
 @struct.dataclass
@@ -29,7 +29,6 @@ class TSHybridState:
     scale: jnp.ndarray   # [M] largest |utility| seen (reward normalisation)
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class TSHybridSB(Scheduler):
     name = "ts_hybrid_sb"
@@ -60,7 +59,6 @@ class TSHybridSB(Scheduler):
         return sched_state.replace(bandit=bandit, scale=scale)
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class PSOScheduler(Scheduler):
     """Stage 1 and 2 of TS-Hybrid-SB alone, at fixed prices (for the optimality-gap table)."""

@@ -2,15 +2,14 @@
 game learned by MADDPG, executed decentrally.
 
 Each server (leader) posts the price of the shared leader actor applied to its
-own ``server_view`` row; each device (follower) takes the argmax of the shared
-follower actor's logits on its own ``device_view`` row (eq. 2); bandwidth and
+own ``server_features`` row; each device (follower) takes the argmax of the shared
+follower actor's logits on its own ``device_features`` row (eq. 2); bandwidth and
 CPU shares are the convex optimum of :func:`mecjax.optim.allocation.allocate`.
 Training (centralised critics, replay, target networks, smoothing
 regulariser) is :mod:`mecjax.learners.tsg_marl`::
 
-    from mecjax.learners.base import get_learner
-    from mecjax.train import train
-    train(get_learner("tsg_marl"), scenario, "runs/tsg_marl_n50", total_updates=6000, chunk=500)
+    mecjax train tsg_marl --n-devices 50 --updates 6000 --chunk 500 --run-dir runs/tsg_marl_n50
+
     sched = make("tsg_marl", checkpoint="runs/tsg_marl_n50")
 
 With ``checkpoint=""`` the untrained (randomly initialised) actors run.
@@ -20,24 +19,19 @@ from __future__ import annotations
 
 import dataclasses
 
-from mecjax.learners import tsg_marl as _learner  # noqa: F401  (registers the learner)
-from mecjax.schedulers.base import register
+from mecjax.learners import tsg_marl as _learner
 from mecjax.schedulers.learned import LearnedScheduler
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class TSGMARL(LearnedScheduler):
     """Decentralised execution of a TSG-MARL policy (see module docstring)."""
 
     name = "tsg_marl"
 
-    def load_policy(self, key, params):
-        """The checkpoint's actors, or the untrained ones of
-        :meth:`TSGMARLLearner.init_policy` (same as the learner's
-        ``policy(init(key))``, but without building a training state)."""
-        if self.checkpoint:
-            return super().load_policy(key, params)
+    def untrained_policy(self, key, params):
+        """The untrained actors of :meth:`TSGMARLLearner.init_policy` (same as
+        the learner's ``policy(init(key))``, without building a training state)."""
         return _learner.TSGMARLLearner().init_policy(key, params)
 
     def act(self, key, sched_state, obs, params):

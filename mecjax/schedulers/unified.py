@@ -42,12 +42,17 @@ Each module runs the policy shipped for its own method and N (the
 ``*_checkpoint`` options; "" = untrained): ``drl_gat_checkpoint`` the DRL
 agents on GAT embeddings, ``drl_checkpoint`` DRL-FGSO (used without GAT),
 ``gat_checkpoint`` GAT-MEC, ``marl_checkpoint`` TSG-MARL and
-``twin_checkpoint`` the twin.
+``twin_checkpoint`` the twin. The checkpoints the flags need are read once,
+when the scheduler is built, into its ``modules`` (pytree leaves: the jitted
+rollout takes the weights as arguments); each is checked to be of its
+method when read and, in ``init``, to fit the scenario's N and M (the twin:
+M and its forecast fields).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import jax
@@ -55,17 +60,21 @@ import jax.numpy as jnp
 from flax import struct
 
 from mecjax.config import as_params
+from mecjax.env.features import device_features
 from mecjax.env.types import Observation
-from mecjax.learners import drl_fgso as _drl
-from mecjax.learners import drl_gat as _drl_gat
+from mecjax.learners import drl_gat
 from mecjax.learners import gat_mec as _gat
 from mecjax.learners import tsg_marl as _marl
 from mecjax.learners import twin
 from mecjax.nets import qnet
 from mecjax.optim import fusion, lookahead, qio
 from mecjax.optim.allocation import allocate
-from mecjax.schedulers.base import Scheduler, fixed_prices, make, register
-from mecjax.schedulers.dt_mec import load_twin_policy
+from mecjax.schedulers.base import Scheduler, fixed_prices, leaf_field
+from mecjax.schedulers.drl_fgso import DRLFGSO
+from mecjax.schedulers.dt_mec import DTMEC
+from mecjax.schedulers.gat_mec import GATMEC
+from mecjax.schedulers.learned import LearnedScheduler
+from mecjax.schedulers.tsg_marl import TSGMARL
 
 
 @struct.dataclass
@@ -92,15 +101,14 @@ class Pipeline:
     carry: Any                   # the twin's next carry
 
 
-def _stamp(path: str) -> str:
-    if not path:
-        return ""
-    from mecjax.train import checkpoint_stamp
+@dataclasses.dataclass(frozen=True)
+class _DRLGATModule(LearnedScheduler):
+    """The DRL agents on GAT embeddings (learner ``drl_gat``): a module of
+    :class:`Unified` that only provides its policy, not a scheduler of its own."""
 
-    return checkpoint_stamp(path)
+    name = "drl_gat"
 
 
-@register
 @dataclasses.dataclass(frozen=True)
 class Unified(Scheduler):
     name = "unified"
@@ -117,18 +125,43 @@ class Unified(Scheduler):
     population: int = 30     # Table 1
     iterations: int = 100    # Table 1
     weights: tuple = fusion.FUSION_WEIGHTS
-    checkpoint_id: str = ""  # set from the checkpoints' stamps (static jit argument)
+    #: the learned modules the flags switch on, by role ("drl", "gat", "marl",
+    #: "twin"), each a LearnedScheduler holding the weights read from its
+    #: checkpoint when this scheduler was built (see module_specs)
+    modules: dict | None = leaf_field()
 
     def __post_init__(self):
-        if not self.checkpoint_id:
-            stamps = [_stamp(c) for c in (self.drl_gat_checkpoint, self.drl_checkpoint,
-                                          self.gat_checkpoint, self.marl_checkpoint,
-                                          self.twin_checkpoint)]
-            object.__setattr__(self, "checkpoint_id", "|".join(stamps))
+        for name in ("drl_gat_checkpoint", "drl_checkpoint", "gat_checkpoint", "marl_checkpoint",
+                     "twin_checkpoint"):
+            object.__setattr__(self, name, os.fspath(getattr(self, name)))   # a Path: its str
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
         if len(self.weights) != 4:
             raise ValueError(f"unified: weights must be (w1, w2, w3, w4) of eq. 23, got "
                              f"{self.weights}")
+        # Read each needed checkpoint once, here; modules carried over by
+        # dataclasses.replace are kept if their role and checkpoint are unchanged.
+        old = self.modules or {}
+        modules = {}
+        for role, (cls, checkpoint) in self.module_specs().items():
+            kept = old.get(role)
+            ok = type(kept) is cls and kept.checkpoint == checkpoint
+            modules[role] = kept if ok else cls(checkpoint=checkpoint)
+        object.__setattr__(self, "modules", modules)
+
+    def module_specs(self) -> dict[str, tuple[type, str]]:
+        """Role -> (scheduler class whose policy it runs, checkpoint) of every
+        learned module the flags switch on."""
+        specs = {}
+        if self.use_drl:
+            specs["drl"] = ((_DRLGATModule, self.drl_gat_checkpoint) if self.use_gat
+                            else (DRLFGSO, self.drl_checkpoint))
+        if self.use_gat:
+            specs["gat"] = (GATMEC, self.gat_checkpoint)
+        if self.use_marl:
+            specs["marl"] = (TSGMARL, self.marl_checkpoint)
+        if self.use_dt:
+            specs["twin"] = (DTMEC, self.twin_checkpoint)
+        return specs
 
     # -- what runs --------------------------------------------------------
     def candidate_names(self) -> tuple[str, ...]:
@@ -144,34 +177,22 @@ class Unified(Scheduler):
         return qio.QIOConfig(population=self.population, iterations=self.iterations)
 
     def init(self, key, params):
+        """The modules' policies (trained weights, checked against the scenario's
+        sizes, or untrained from the key) and the twin's zero carry."""
         p = as_params(params)
         k = jax.random.split(key, 4)
 
-        def policy(method, checkpoint, kk, needed):
-            return make(method, checkpoint=checkpoint).load_policy(kk, p) if needed else None
+        def policy(role, kk):
+            return self.modules[role].policy(kk, params) if role in self.modules else None
 
-        twin_policy = load_twin_policy(self.twin_checkpoint, k[3], p) if self.use_dt else None
-        if self.use_drl and self.use_gat:
-            drl = self.drl_gat_policy(k[0], p)
-        else:
-            drl = policy("drl_fgso", self.drl_checkpoint, k[0], self.use_drl)
+        twin_policy = policy("twin", k[3])
         return UnifiedState(
-            drl=drl,
-            gat=policy("gat_mec", self.gat_checkpoint, k[1], self.use_gat),
-            marl=policy("tsg_marl", self.marl_checkpoint, k[2], self.use_marl),
+            drl=policy("drl", k[0]),
+            gat=policy("gat", k[1]),
+            marl=policy("marl", k[2]),
             twin=twin_policy,
             carry=twin.init_carry(twin_policy, p.n_devices) if self.use_dt else None,
         )
-
-    def drl_gat_policy(self, key, params):
-        """The DRL agents on GAT embeddings: trained (``drl_gat_checkpoint``) or not."""
-        p = as_params(params)
-        if self.drl_gat_checkpoint:
-            from mecjax.train import load_policy
-
-            return load_policy(self.drl_gat_checkpoint, "drl_gat", p.n_devices, p.n_servers)
-        learner = _drl_gat.DRLGAT()
-        return learner.policy(learner.init(key, p))
 
     def pipeline(self, key, sched_state: UnifiedState, obs: Observation, params) -> Pipeline:
         """Steps 1-7 of the module docstring for one slot."""
@@ -190,9 +211,9 @@ class Unified(Scheduler):
             prices = fixed_prices(p)
         # 2 + 4. DRL on GAT embeddings (or raw features, or the heuristic), GAT, 5. candidates
         if self.use_drl and self.use_gat:     # GAT embeddings fed to the DRL agents
-            first = _drl_gat.greedy_offload(sched_state.drl, view, prices, p)
+            first = drl_gat.greedy_offload(sched_state.drl, view, prices, p)
         elif self.use_drl:
-            q = qnet.apply_q(sched_state.drl.q, _drl.device_features(view, prices, p))
+            q = qnet.apply_q(sched_state.drl.q, device_features(view, p, prices))
             first = jnp.argmax(q, -1)
         else:
             first = jnp.argmax(view.gain_observed, -1) + 1

@@ -1,0 +1,65 @@
+"""``mecjax bench WHAT``: the throughput benchmarks (``python -m benchmarks.cli WHAT``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mecjax.cli import int_list
+
+
+def build_parser() -> argparse.ArgumentParser:
+    bench = argparse.ArgumentParser(prog="mecjax bench", description="throughput benchmarks")
+    bench.add_argument("what", choices=["env", "optim", "scale", "train", "schedulers"],
+                       help="what to benchmark")
+    bench.add_argument("--ns", type=int_list, help="device counts, e.g. 50,150,1000")
+    bench.add_argument("--batches", type=int_list, help="instance batch sizes, e.g. 1,64,1024")
+    bench.add_argument("--budget", type=float, default=4e6,
+                       help="device-steps per timed rollout (sets the slot count)")
+    bench.add_argument("--repeats", type=int, default=3, help="timed runs; the best is kept")
+    bench.add_argument("--out", default="results/benchmarks", help="where tables are written")
+    bench.add_argument("--no-write", action="store_true", help="print only")
+    bench.add_argument("--population", type=int, default=30, help="optim: population / particles")
+    bench.add_argument("--iterations", type=int, default=100, help="optim: generations per decision")
+    bench.add_argument("--numpy-budget", type=float, default=1e7,
+                       help="optim: device evaluations per timed NumPy QIO run (generations "
+                            "timed, scaled linearly to --iterations)")
+    bench.add_argument("--time-limit", type=float, default=20.0,
+                       help="optim: stop repeating once this many seconds were timed")
+    return bench
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.repeats < 1:
+        raise SystemExit(f"mecjax bench: --repeats {args.repeats} must be >= 1")
+    out = None if args.no_write else args.out
+    if args.what == "env":
+        from benchmarks.env import bench_env
+
+        bench_env(ns=args.ns or (50, 150, 1000), batches=args.batches or (1, 64, 1024, 8192),
+                  out_dir=out, budget=args.budget, repeats=args.repeats)
+    elif args.what == "optim":
+        from benchmarks.optim import bench_optim
+
+        bench_optim(ns=args.ns or (50, 150), batches=args.batches or (1, 64, 1024), out_dir=out,
+                    repeats=args.repeats, population=args.population,
+                    iterations=args.iterations, numpy_budget=args.numpy_budget,
+                    time_limit_s=args.time_limit)
+    elif args.what == "train":
+        from benchmarks.train import bench_train
+
+        bench_train(ns=args.ns or (50, 150), out_dir=out, repeats=args.repeats)
+    elif args.what == "schedulers":
+        from benchmarks.schedulers import bench_schedulers
+
+        bench_schedulers(ns=args.ns or (50, 150), instances=(args.batches or (32,))[0],
+                         repeats=min(args.repeats, 2), out_dir=out)
+    else:
+        from benchmarks.scale import bench_scale
+
+        bench_scale(out_dir=out, repeats=args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

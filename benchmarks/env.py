@@ -1,0 +1,228 @@
+"""Throughput benchmarks: the JAX environment against the NumPy model, same run.
+
+Timing discipline: every JAX function is compiled and run once before it is
+timed; every timed call ends in ``block_until_ready``; the best of ``repeats``
+timed runs is reported (the minimum is the least noisy estimate of the cost).
+NumPy runs the same model, vectorized over instances, in float32 (the JAX
+precision) from its own ``Generator`` draws.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mecjax import env
+from mecjax.config import Scenario
+from mecjax.env import numpy_model as nm
+from benchmarks.common import (best_time, machine_description, machine_line, markdown_table,
+                               write_record)
+
+
+# -- the policy both implementations run: deterministic and cheap, so the
+#    benchmark measures the environment. Heavy tasks go to the best observed
+#    server, light ones stay local.
+def _threshold_policy_jax(obs, s: Scenario):
+    heavy = obs.task_cycles > 0.5 * (s.task_cycles_min + s.task_cycles_max)
+    best = jnp.argmax(obs.gain_observed, -1).astype(jnp.int32) + 1
+    return env.Decision(jnp.where(heavy, best, 0), jnp.full((s.n_servers,), s.price_init))
+
+
+def _threshold_policy_np(state, s: Scenario):
+    heavy = state["task_cycles"] > 0.5 * (s.task_cycles_min + s.task_cycles_max)
+    best = np.argmax(state["gain_observed"], -1) + 1
+    prices = np.full(state["backlog"].shape, s.price_init, state["battery"].dtype)
+    return np.where(heavy, best, 0), prices
+
+
+@partial(jax.jit, static_argnums=(2, 3))
+def jax_rollout(keys, states, s: Scenario, slots: int):
+    """Roll B instances ``slots`` slots under lax.scan; returns the final states and mean cost."""
+    def one_slot(carry, t):
+        states, acc = carry
+        step_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, t)
+        obs = jax.vmap(env.observe)(states)
+        dec = jax.vmap(_threshold_policy_jax, (0, None))(obs, s)
+        _, states, reward, _, _ = jax.vmap(env.step, (0, 0, 0, None))(step_keys, states, dec, s)
+        return (states, acc + reward), None
+
+    (states, acc), _ = jax.lax.scan(one_slot, (states, jnp.zeros(keys.shape[0])), jnp.arange(slots))
+    return states, acc / slots
+
+
+@partial(jax.jit, static_argnums=(1,))
+def jax_reset(keys, s: Scenario):
+    return jax.vmap(env.reset, (0, None))(keys, s)[1]
+
+
+@partial(jax.jit, static_argnums=(2, 3))
+def _jax_evaluate_many(states, offsets, s: Scenario, repeats: int):
+    """Evaluate ``repeats`` different decisions on every state; returns the summed cost."""
+    m1 = s.n_servers + 1
+
+    def one(acc, r):
+        dec = env.Decision(((offsets + r) % m1).astype(jnp.int32),
+                           jnp.full(offsets.shape[:1] + (s.n_servers,), s.price_init))
+        out = jax.vmap(env.evaluate, (0, 0, None))(states, dec, s)
+        return acc + jnp.sum(out.cost), None
+
+    acc, _ = jax.lax.scan(one, jnp.zeros(()), jnp.arange(repeats))
+    return acc
+
+
+def _slots_for(n: int, batch: int, budget: float, min_slots: int = 3, max_slots: int = 200) -> int:
+    return int(np.clip(budget // (n * batch), min_slots, max_slots))
+
+
+def bench_env_row(n: int, batch: int, budget: float = 4e6, repeats: int = 3,
+                  numpy_max_devices: float = 5e7, eval_repeats: int = 8,
+                  log=print) -> dict:
+    """One (N, B) cell: step and evaluate throughput for JAX and NumPy."""
+    s = Scenario(n_devices=n)
+    slots = _slots_for(n, batch, budget)
+    keys = jax.random.split(jax.random.key(0), batch)
+    states = jax_reset(keys, s)
+    jax.block_until_ready(jax_rollout(keys, states, s, slots))  # compile + warm-up
+    t_jax = best_time(lambda: jax.block_until_ready(jax_rollout(keys, states, s, slots)), repeats)
+
+    offsets = jnp.asarray(np.random.default_rng(0).integers(0, s.n_servers + 1, (batch, n)))
+    jax.block_until_ready(_jax_evaluate_many(states, offsets, s, eval_repeats))
+    t_jax_eval = best_time(
+        lambda: jax.block_until_ready(_jax_evaluate_many(states, offsets, s, eval_repeats)), repeats)
+
+    row = {
+        "n_devices": n, "batch": batch, "slots": slots,
+        "jax_step_dev_per_s": n * batch * slots / t_jax,
+        "jax_eval_dev_per_s": n * batch * eval_repeats / t_jax_eval,
+    }
+
+    # NumPy: the same slots, float32, its own generator; skipped where it would take minutes.
+    np_slots = slots if n * batch * slots <= numpy_max_devices else max(1, int(numpy_max_devices // (n * batch)))
+    rng = np.random.default_rng(0)
+    np_state = nm.reset_from_noise(nm.draw_noise(rng, nm.RESET_NOISE, s, batch), s, np.float32)
+
+    def numpy_rollout():
+        st = np_state
+        for _ in range(np_slots):
+            off, prices = _threshold_policy_np(st, s)
+            noise = nm.draw_noise(rng, nm.STEP_NOISE, s, batch)
+            st, _, _ = nm.step_from_noise(st, off, prices, noise, s)
+        return st
+
+    numpy_rollout()
+    t_np = best_time(numpy_rollout, repeats)
+    off_np = np.asarray(offsets)
+    prices_np = np.full((batch, s.n_servers), s.price_init, np.float32)
+
+    def numpy_eval():
+        for r in range(eval_repeats):
+            nm.evaluate(np_state, (off_np + r) % (s.n_servers + 1), prices_np, s)
+
+    numpy_eval()
+    t_np_eval = best_time(numpy_eval, repeats)
+    row["numpy_step_dev_per_s"] = n * batch * np_slots / t_np
+    row["numpy_eval_dev_per_s"] = n * batch * eval_repeats / t_np_eval
+    row["step_speedup"] = row["jax_step_dev_per_s"] / row["numpy_step_dev_per_s"]
+    row["eval_speedup"] = row["jax_eval_dev_per_s"] / row["numpy_eval_dev_per_s"]
+    log(f"  N={n:5d} B={batch:5d}  step: jax {row['jax_step_dev_per_s']:.3g}/s numpy "
+        f"{row['numpy_step_dev_per_s']:.3g}/s (x{row['step_speedup']:.1f})   evaluate: jax "
+        f"{row['jax_eval_dev_per_s']:.3g}/s numpy {row['numpy_eval_dev_per_s']:.3g}/s "
+        f"(x{row['eval_speedup']:.1f})")
+    return row
+
+
+# -- which generator draws the simulator's noise: a measured choice.
+# (Scenario.noise_rng, key impl) pairs; the first is the reference of the ratios. "hash"
+# draws 64 seed bits from the key and expands them with mecjax.env.rng's counter hash;
+# "jax" draws every word from the key's own generator (Threefry-2x32, or XLA's
+# RngBitGenerator for rbg / unsafe_rbg keys).
+NOISE_INTRO = (
+    "\n## Which generator draws the noise\n\n"
+    "The same rollout at N = {n}, B = {b} with `Scenario.noise_rng = \"hash\"` (the default: "
+    "64 seed bits drawn from the key, expanded by the counter hash of `mecjax/env/rng.py`) "
+    "and with `\"jax\"` (every word drawn by the key's own generator: Threefry, or XLA's "
+    "RngBitGenerator for `rbg` and `unsafe_rbg` keys). The default stands on this "
+    "measurement.\n\n")
+GENERATORS = (("hash", "threefry2x32"), ("jax", "threefry2x32"), ("jax", "rbg"),
+              ("jax", "unsafe_rbg"))
+
+
+def bench_noise_generators(n_devices: int = 150, batch: int = 1024, slots: int = 20,
+                           repeats: int = 3, generators=GENERATORS, log=print) -> list[dict]:
+    """Device-steps/s of the same jitted, vmapped ``lax.scan`` rollout as the main table
+    (threshold policy) for each (noise_rng, key impl) in ``generators``; ``vs_hash`` is
+    each speed over the first generator's."""
+    rows = []
+    for noise_rng, impl in generators:
+        s = Scenario(n_devices=n_devices, noise_rng=noise_rng)
+        keys = jax.random.split(jax.random.key(0, impl=impl), batch)
+        states = jax.block_until_ready(jax_reset(keys, s))
+        jax.block_until_ready(jax_rollout(keys, states, s, slots))  # compile + warm-up
+        seconds = best_time(lambda: jax.block_until_ready(jax_rollout(keys, states, s, slots)),
+                            repeats)
+        rows.append({"noise_rng": noise_rng, "key_impl": impl, "n_devices": n_devices,
+                     "batch": batch, "slots": slots, "seconds": seconds,
+                     "dev_steps_per_s": n_devices * batch * slots / seconds})
+        log(f"  noise_rng={noise_rng:4s} key={impl:12s} N={n_devices} B={batch} "
+            f"slots={slots}: {rows[-1]['dev_steps_per_s']:.3g} device-steps/s")
+    for row in rows:
+        row["vs_hash"] = row["dev_steps_per_s"] / rows[0]["dev_steps_per_s"]
+    return rows
+
+
+def format_noise_table(rows: list[dict]) -> str:
+    """The rows of :func:`bench_noise_generators` as a Markdown table."""
+    return markdown_table(
+        ["noise_rng", "key impl", "N", "B", "slots", "device-steps/s", "vs hash"],
+        [[r["noise_rng"], r["key_impl"], r["n_devices"], r["batch"], r["slots"],
+          f"{r['dev_steps_per_s']:.3g}", f"{r['vs_hash']:.2f}x"] for r in rows])
+
+
+def format_table(rows: list[dict]) -> str:
+    columns = ["N", "B", "slots", "JAX step (dev-steps/s)", "NumPy step", "step ratio",
+               "JAX evaluate (dev-evals/s)", "NumPy evaluate", "evaluate ratio"]
+    return markdown_table(columns, [
+        [r["n_devices"], r["batch"], r["slots"], f"{r['jax_step_dev_per_s']:.3g}",
+         f"{r['numpy_step_dev_per_s']:.3g}", f"{r['step_speedup']:.1f}x",
+         f"{r['jax_eval_dev_per_s']:.3g}", f"{r['numpy_eval_dev_per_s']:.3g}",
+         f"{r['eval_speedup']:.1f}x"] for r in rows])
+
+
+def bench_env(ns=(50, 150, 1000), batches=(1, 64, 1024, 8192), out_dir="results/benchmarks",
+              budget: float = 4e6, repeats: int = 3, noise_generators: bool = True,
+              log=print) -> list[dict]:
+    """Run the grid, print the table, write ``env_throughput.md`` and ``.json``."""
+    machine = machine_description()
+    log(f"mecjax bench env on {machine['processor']} ({machine['cpu_count']} cores), "
+        f"jax {machine['jax']} [{machine['jax_backend']}], numpy {machine['numpy']}")
+    rows = [bench_env_row(n, b, budget=budget, repeats=repeats, log=log)
+            for n in ns for b in batches]
+    table = format_table(rows)
+    log(table)
+    noise_n, noise_b = max(ns), max(batches)
+    noise = bench_noise_generators(noise_n, noise_b, slots=_slots_for(noise_n, noise_b, budget),
+                                   repeats=repeats, log=log) if noise_generators else []
+    noise_table = format_noise_table(noise) if noise else ""
+    if noise:
+        log(noise_table)
+    if out_dir:
+        record = {"machine": machine, "budget_device_steps": budget, "repeats": repeats,
+                  "rows": rows, "noise_generators": noise}
+        write_record(out_dir, "env_throughput", record,
+            "# Environment throughput\n\n"
+            "Written by `mecjax bench env`. Device-steps/s: one device for one slot of a "
+            "whole `lax.scan` rollout (dynamics and random draws included) under a threshold "
+            "policy; evaluate: one device's outcome of one decision, no time step. NumPy runs "
+            "the same model (`mecjax/env/numpy_model.py`), vectorized over instances, in "
+            "float32. Best of "
+            f"{repeats} timed runs after a warm-up.\n\n" + machine_line(machine) + "\n\n"
+            + table + "\n" + (NOISE_INTRO.format(n=noise[0]["n_devices"], b=noise[0]["batch"])
+                               + noise_table + "\n" if noise else ""))
+    return rows

@@ -1,0 +1,200 @@
+"""Optimizer throughput: JAX QIO and PSO against the NumPy QIO, same run.
+
+One *decision* is one instance's full search (``population`` x ``iterations``
+fitness evaluations, each the mean weighted cost of a candidate offloading
+vector under the optimal allocation) on one slot's observation, at fixed
+prices (``scenario.price_init``). Throughput is decisions per second.
+
+Timing discipline as in :mod:`mecjax.bench`: every JAX function is compiled
+(ahead of time) and run once before it is timed, every timed call ends in
+``block_until_ready``, and the best of ``repeats`` timed runs is kept. To keep
+the default grid within minutes on a small CPU, two exceptions: calls of more
+than ``warmup_limit`` device evaluations (tens of seconds each, where
+first-run effects are negligible) skip the untimed warm-up run, and the
+repeats stop once ``time_limit_s`` of timed runs have been spent.
+
+The NumPy QIO (:mod:`mecjax.optim.numpy_qio`) runs the same algorithm,
+vectorized over instances and population, in float32. At large N x B its
+full 100 generations would take minutes, so it is timed over
+``numpy_iterations`` generations (about ``numpy_budget`` device evaluations
+per timed run) and scaled to ``iterations`` linearly: after the one-off
+tiling of the state, which is timed separately and counted once, every
+generation costs the same.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mecjax import env
+from benchmarks.common import (best_time, machine_description, machine_line, markdown_table,
+                               write_record)
+from mecjax.config import Scenario
+from mecjax.optim import numpy_qio, objective, pso, qio
+
+
+@partial(jax.jit, static_argnums=(3, 4))
+def _jax_search(keys, obs, prices, s: Scenario, config):
+    """vmap over instances of ``qio.search`` or ``pso.search`` (chosen by the type
+    of ``config``): ``(best_x [B, N], best_fitness [B])``."""
+    search = qio.search if isinstance(config, qio.QIOConfig) else pso.search
+
+    def one(key, view):
+        fitness = lambda x: objective.batch_mean_cost(view, x, prices, s)  # noqa: E731
+        return search(key, fitness, s.n_devices, s.n_options, config)
+    return jax.vmap(one)(keys, obs)
+
+
+@partial(jax.jit, static_argnums=(1,))
+def _observations(keys, s: Scenario):
+    return jax.vmap(env.reset, (0, None))(keys, s)[0]
+
+
+def _time_jax(jitted, dynamic, static, repeats: int, warmup: bool, time_limit_s: float):
+    """Compile ahead of time, warm up (one untimed run) if asked, then time.
+
+    Returns ``(best seconds, output of the last run)``.
+    """
+    compiled = jitted.lower(*dynamic, *static).compile()
+    out = []
+
+    def run():
+        out[:] = [jax.block_until_ready(compiled(*dynamic))]
+
+    if warmup:
+        run()
+    return best_time(run, repeats, time_limit_s), out[0]
+
+
+def numpy_iterations_for(n: int, batch: int, population: int, iterations: int,
+                         budget: float) -> int:
+    """Generations the NumPy QIO is timed over: about ``budget`` device evaluations."""
+    return int(np.clip(budget // (n * batch * population), 1, iterations))
+
+
+def bench_optim_row(n: int, batch: int, population: int = 30, iterations: int = 100,
+                    repeats: int = 3, numpy_budget: float = 1e7, warmup_limit: float = 5e7,
+                    time_limit_s: float = 20.0, seed: int = 0, log=print) -> dict:
+    """One (N, B) cell: decisions/s of JAX QIO, JAX PSO and NumPy QIO."""
+    s = Scenario(n_devices=n)
+    obs = _observations(jax.random.split(jax.random.key(seed), batch), s)
+    prices = jnp.full((s.n_servers,), s.price_init, jnp.float32)
+    keys = jax.random.split(jax.random.key(seed + 1), batch)
+
+    # Calls of more than `warmup_limit` device evaluations (seconds each) are compiled
+    # ahead of time and timed without a warm-up run: first-run effects are negligible there.
+    warmup = n * batch * population * iterations <= warmup_limit
+    qcfg = qio.QIOConfig(population=population, iterations=iterations)
+    t_qio, (_, qio_f) = _time_jax(_jax_search, (keys, obs, prices), (s, qcfg), repeats, warmup,
+                                  time_limit_s)
+    pcfg = pso.PSOConfig(particles=population, iterations=iterations)
+    t_pso, (_, pso_f) = _time_jax(_jax_search, (keys, obs, prices), (s, pcfg), repeats, warmup,
+                                  time_limit_s)
+
+    # NumPy: the same observations as float32 dicts, its own generator.
+    np_obs = {k: np.asarray(v) for k, v in vars(obs).items()}
+    np_prices = np.asarray(prices)
+    np_iters = numpy_iterations_for(n, batch, population, iterations, numpy_budget)
+    rng = np.random.default_rng(seed)
+
+    def numpy_search(its):
+        return numpy_qio.search(rng, np_obs, np_prices, s, population=population, iterations=its,
+                                delta_theta=qcfg.delta_theta, theta_min=qcfg.theta_min)
+
+    numpy_search(1)  # warm-up
+    t_np_run = best_time(lambda: numpy_search(np_iters), repeats, time_limit_s)
+    t_tile = best_time(lambda: numpy_qio.tile_state(np_obs, population), repeats)
+    t_tile = min(t_tile, t_np_run)
+    t_np = t_tile + (t_np_run - t_tile) * iterations / np_iters  # scaled to `iterations`
+
+    row = {
+        "n_devices": n, "batch": batch, "population": population, "iterations": iterations,
+        "numpy_iterations": np_iters,
+        "jax_qio_dec_per_s": batch / t_qio,
+        "jax_pso_dec_per_s": batch / t_pso,
+        "numpy_qio_dec_per_s": batch / t_np,
+        "jax_qio_mean_cost": float(np.mean(qio_f)),
+        "jax_pso_mean_cost": float(np.mean(pso_f)),
+    }
+    row["qio_speedup"] = row["jax_qio_dec_per_s"] / row["numpy_qio_dec_per_s"]
+    row["pso_over_numpy_qio"] = row["jax_pso_dec_per_s"] / row["numpy_qio_dec_per_s"]
+    log(f"  N={n:5d} B={batch:5d}  decisions/s: jax qio {row['jax_qio_dec_per_s']:.3g} "
+        f"jax pso {row['jax_pso_dec_per_s']:.3g} numpy qio {row['numpy_qio_dec_per_s']:.3g} "
+        f"(timed over {np_iters} generations)  jax/numpy qio x{row['qio_speedup']:.1f}")
+    return row
+
+
+def format_table(rows: list[dict]) -> str:
+    columns = ["N", "B", "JAX QIO (decisions/s)", "JAX PSO (decisions/s)",
+               "NumPy QIO (decisions/s)*", "JAX/NumPy QIO", "NumPy generations timed",
+               "JAX QIO mean cost", "JAX PSO mean cost"]
+    return markdown_table(columns, [
+        [r["n_devices"], r["batch"], f"{r['jax_qio_dec_per_s']:.3g}",
+         f"{r['jax_pso_dec_per_s']:.3g}", f"{r['numpy_qio_dec_per_s']:.3g}",
+         f"{r['qio_speedup']:.1f}x", r["numpy_iterations"], f"{r['jax_qio_mean_cost']:.4g}",
+         f"{r['jax_pso_mean_cost']:.4g}"] for r in rows])
+
+
+def bench_optim(ns=(50, 150), batches=(1, 64, 1024), out_dir="results/benchmarks",
+                repeats: int = 3, population: int = 30, iterations: int = 100,
+                numpy_budget: float = 1e7, warmup_limit: float = 5e7, time_limit_s: float = 20.0,
+                log=print) -> list[dict]:
+    """Run the grid, print the table, write ``optim_throughput.md`` and ``.json``."""
+    machine = machine_description()
+    log(f"mecjax bench optim on {machine['processor']} ({machine['cpu_count']} cores), "
+        f"jax {machine['jax']} [{machine['jax_backend']}], numpy {machine['numpy']}")
+    t0 = time.perf_counter()
+    rows = [bench_optim_row(n, b, population=population, iterations=iterations, repeats=repeats,
+                            numpy_budget=numpy_budget, warmup_limit=warmup_limit,
+                            time_limit_s=time_limit_s, log=log)
+            for n in ns for b in batches]
+    runtime = time.perf_counter() - t0
+    table = format_table(rows)
+    log(table)
+    footnote = (f"\\* NumPy QIO timed over the listed number of generations (about "
+                f"{numpy_budget:.3g} device evaluations per timed run) and scaled linearly to "
+                f"{iterations}: after the one-off tiling of the state (timed separately, counted "
+                f"once) every generation costs the same.")
+    log(footnote.replace("\\*", "*"))
+    log(f"total runtime {runtime:.0f} s")
+    if out_dir:
+        qcfg = qio.QIOConfig(population=population, iterations=iterations)
+        settings = {
+            "population": population, "iterations": iterations, "repeats": repeats,
+            "warmup_limit_device_evals": warmup_limit, "time_limit_s": time_limit_s,
+            "numpy_budget_device_evals": numpy_budget,
+            "delta_theta": qcfg.delta_theta, "theta_min": qcfg.theta_min,
+            "prices": "scenario.price_init", "allocation": "optimal",
+            "channel": "observed (delayed)",
+            "numpy_scaling": ("NumPy QIO timed over numpy_iterations generations; its time is "
+                              "tiling + (measured - tiling) * iterations / numpy_iterations "
+                              "(cost is linear in iterations)"),
+            "runtime_s": runtime,
+        }
+        write_record(out_dir, "optim_throughput", {"machine": machine, "settings": settings, "rows": rows},
+            "# Optimizer throughput\n\n"
+            "Written by `mecjax bench optim`. One decision: one instance's full search "
+            f"(population {population}, {iterations} iterations) for the offloading vector "
+            "minimising the mean weighted device cost under the optimal closed-form allocation, "
+            "on one slot's observation (delayed channel), prices fixed at `price_init`. JAX: "
+            "`jit(vmap(search))` over the B instances (`mecjax.optim.qio`, `mecjax.optim.pso`); "
+            "NumPy: the same QIO (`mecjax/optim/numpy_qio.py`) vectorized over instances and "
+            f"population, float32. Best of up to {repeats} timed runs (fewer once "
+            f"{time_limit_s:g} s of timed runs were spent), after ahead-of-time compilation "
+            f"and an untimed warm-up run (skipped for JAX calls above {warmup_limit:.3g} device "
+            "evaluations, which take seconds). Mean cost: "
+            "the mean best fitness found (lower is better).\n\n"
+            + machine_line(machine) + f" Runtime of the whole grid: {runtime:.0f} s.\n\n"
+            + table + "\n\n" + footnote + "\n")
+    return rows
+
+
+if __name__ == "__main__":  # pragma: no cover
+    bench_optim()

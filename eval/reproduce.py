@@ -1,0 +1,159 @@
+"""``mecjax reproduce``: the paper's Tables 2-5 and Figures 4-6, measured.
+
+Every method of the tables, plus the references, runs on the same instances
+(common random numbers) at N = 50, 100, 150 with M = 3, and the unified
+scheduler's ablations (Table 5) at N = 100. Each value is the mean over
+instances of the per-instance average over slots, with its 95% t-interval
+over instances, and the paper's value beside it. The digital twin's
+forecaster is scored against the persistence forecast on held-out traces.
+Learned methods run the checkpoints shipped under ``results/checkpoints``;
+a method whose checkpoint is missing is listed as not measured, never filled in.
+
+Each (method, N) cell is saved as it finishes; an interrupted run resumes
+without redoing finished cells (a cell is reused only if it was made with the
+same settings). This module runs the cells; :mod:`eval.report` writes the
+tables and figures; :mod:`eval.plan` says what runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from mecjax import __version__
+from mecjax.cli import int_list, profiled
+from mecjax.config import Scenario
+from mecjax.learners import twin
+from mecjax.rollout import rollout
+from mecjax.schedulers import make
+from mecjax.stats import summarize
+from eval.cells import cell_path, load_cell, save_cell
+from eval.plan import VARIANTS, Settings, checkpoint_identity, plan_cells
+from eval.report import write_outputs
+from train.recipes import SHIPPED_ROOT, shipped_twin_dir
+
+
+def run_cell(method: str, n: int, settings: Settings, config: dict,
+             options: dict | None = None) -> dict:
+    s = Scenario(n_devices=n, n_servers=settings.n_servers, horizon=settings.slots)
+    t0 = time.perf_counter()
+    sched = make(method, **(options or {}))
+    per_slot = rollout(sched, s, jax.random.key(settings.seed), settings.instances, settings.slots)
+    jax.block_until_ready(per_slot)
+    # Per-instance slot averages: variants are compared paired, instance by instance.
+    per_instance = {k: np.asarray(v, np.float64).mean(axis=1).tolist() for k, v in per_slot.items()}
+    return {"config": config, "summary": summarize(per_slot), "per_instance": per_instance,
+            "wall_s": time.perf_counter() - t0}
+
+
+def forecast_cell(settings: Settings, ckpt_root: str, cells_dir: Path, log=print) -> dict | None:
+    """The shipped twin against persistence on held-out traces (cached like a cell)."""
+    path = shipped_twin_dir(ckpt_root)
+    identity = checkpoint_identity(path)
+    if identity is None:
+        return None
+    # Held out: training draws its instances from keys split from key(seed) of the
+    # run; these traces come from a key no training run uses.
+    config = {"what": "twin_forecast", "twin": identity, "instances": settings.instances,
+              "slots": 48, "warmup": 8, "key": 1_000_003 + settings.seed, "mecjax": __version__}
+    file = cell_path(cells_dir, "twin_forecast", config)
+    cell = load_cell(file, config)
+    if cell is None:
+        s = Scenario(n_devices=settings.sizes[0], n_servers=settings.n_servers)
+        skill = twin.forecast_skill(twin.load_twin(path, s), s, jax.random.key(config["key"]),
+                                    n_instances=settings.instances, n_slots=48, warmup=8)
+        cell = {"config": config, "skill": {k: float(v) for k, v in skill.items()}}
+        save_cell(file, cell)
+    sk = cell["skill"]
+    log(f"  twin forecaster vs persistence (held out): task MSE -{100 * sk['task_margin']:.1f}%, "
+        f"channel MSE -{100 * sk['channel_margin']:.1f}%")
+    return cell
+
+
+def reproduce(settings: Settings | None = None, out_dir: str = "results",
+              cache_dir: str | None = None, ckpt_root: str = SHIPPED_ROOT, log=print) -> dict:
+    settings = settings or Settings.from_config("default")
+    out = Path(out_dir)
+    cells_dir = Path(cache_dir) if cache_dir else out / "reproduce_cells"
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    todo, missing = plan_cells(settings, ckpt_root)
+    log(f"mecjax reproduce: {len(todo)} cells ({settings.instances} instances x "
+        f"{settings.slots} slots each); not measured: {', '.join(missing) or 'none'}")
+    cells = {}
+    t_start = time.perf_counter()
+    forecast = forecast_cell(settings, ckpt_root, cells_dir, log) \
+        if settings.methods is None or {"dt_mec", "unified"} & set(settings.methods) else None
+    for k, (key, label, name, n, options, flags, identity) in enumerate(todo, 1):
+        config = settings.cell_config(name, n)
+        if identity:
+            config["checkpoint"] = identity
+        if flags:
+            config["flags"] = flags
+        stem = f"{name}_N{n}" if not flags else f"{name}_{'_'.join(sorted(flags))}_N{n}"
+        path = cell_path(cells_dir, stem, config)
+        cell = load_cell(path, config)
+        if cell is not None:
+            log(f"  [{k}/{len(todo)}] {label} N={n}: done before, reused")
+        else:
+            t0 = time.perf_counter()
+            cell = run_cell(name, n, settings, config, options)
+            save_cell(path, cell)
+            m = cell["summary"]
+            log(f"  [{k}/{len(todo)}] {label} N={n}: latency {m['latency_ms']['mean']:.1f} ms, "
+                f"energy {m['energy_j']['mean']:.3f} J, fairness {m['fairness']['mean']:.3f} "
+                f"({time.perf_counter() - t0:.1f} s)")
+        cells[key] = cell
+    for method, variants in VARIANTS.items():
+        if (method, settings.ablation_size) in cells:
+            cells[(f"{method}:{next(iter(variants))}", settings.ablation_size)] = \
+                cells[(method, settings.ablation_size)]
+    result = {"settings": dataclasses.asdict(settings), "missing": missing,
+              "cells": {f"{m}@{n}": c for (m, n), c in cells.items()},
+              "twin_forecast": forecast["skill"] if forecast else None,
+              "wall_s": time.perf_counter() - t_start}
+    write_outputs(result, cells, settings, out)
+    log(f"wrote {out / 'paper_tables.md'} and figures under {out / 'figures'}")
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    rep = argparse.ArgumentParser(prog="mecjax reproduce",
+                                  description="regenerate the paper's tables and figures")
+    rep.add_argument("--full", action="store_true",
+                     help="paper scale ([full] of eval/configs/reproduce.toml): for a GPU")
+    rep.add_argument("--instances", type=int, help="instances per cell (default 32)")
+    rep.add_argument("--slots", type=int, help="slots per instance (default 25)")
+    rep.add_argument("--sizes", type=int_list, help="device counts (default 50,100,150)")
+    rep.add_argument("--seed", type=int, help="default 0")
+    rep.add_argument("--out", default="results", help="where tables and figures are written")
+    rep.add_argument("--cache", help="where finished cells are kept (default OUT/reproduce_cells)")
+    rep.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace to DIR")
+    return rep
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        base = Settings.from_config("full" if args.full else "default")
+        for name in ("instances", "slots"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} {value} must be >= 1")
+        settings = dataclasses.replace(
+            base, **{k: v for k, v in (("instances", args.instances), ("slots", args.slots),
+                                       ("seed", args.seed), ("sizes", args.sizes))
+                     if v is not None})
+    except ValueError as err:
+        raise SystemExit(f"mecjax reproduce: {err}")
+    with profiled(args.profile):
+        reproduce(settings, out_dir=args.out, cache_dir=args.cache)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

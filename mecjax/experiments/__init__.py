@@ -1,1 +1,0 @@
-"""Experiments that write the tables and figures under ``results/``."""

@@ -1,0 +1,165 @@
+"""Trained policies on the host: what a run's checkpoint records, loading a
+run or an exported policy, and :class:`TrainedPolicy`, the loaded weights a
+scheduler carries as data.
+
+Checkpoints are read here, eagerly, never inside a traced function: a
+scheduler loads its policy once when it is built and passes the arrays into
+the jitted rollout as arguments (pytree leaves), so a retrained checkpoint
+gives new data to the same compiled program instead of a stale constant.
+
+A run directory (``mecjax train``) holds the full train state under
+``ckpt/``; an exported policy directory (:func:`export_policy`, what
+``results/checkpoints/`` ships) holds only ``learner.policy(state)``, with
+``"kind": "policy"`` in its config. Both are read by
+:func:`load_policy_checkpoint` and :func:`load_trained`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from mecjax import checkpoint as ckpt
+from mecjax.checkpoint import CheckpointMismatchError
+from mecjax.config import Scenario
+from mecjax.learners.base import Learner, get_learner
+
+#: The scenario fields a policy's array shapes depend on (N and M).
+SIZE_FIELDS = ("n_devices", "n_servers")
+
+
+def run_config(learner: Learner, scenario: Scenario, seed: int, chunk: int) -> dict:
+    """What a checkpoint must match to be resumed or used."""
+    return {"method": learner.name, "scenario": dataclasses.asdict(scenario),
+            "hyper": learner.hyper(), "seed": seed, "chunk": chunk}
+
+
+def _ckpt_dir(directory) -> Path:
+    return Path(directory) / "ckpt"
+
+
+def _learner_and_scenario(config: dict) -> tuple[Learner, Scenario]:
+    return get_learner(config["method"], **config["hyper"]), Scenario(**config["scenario"])
+
+
+def _check_method(config: dict, method: str, directory) -> None:
+    if config.get("method") != method:
+        raise CheckpointMismatchError(
+            f"checkpoint {directory} was made for method={config.get('method')!r} but "
+            f"{method!r} was requested")
+
+
+def policy_shapes(learner: Learner, scenario) -> Any:
+    """The structure of ``learner``'s policy for ``scenario``, ``jax.ShapeDtypeStruct`` leaves."""
+    return jax.eval_shape(learner.policy, learner.state_shapes(scenario))
+
+
+def load_run(run_dir, expect: dict | None = None):
+    """``(learner, scenario, train_state, config)`` rebuilt from a run directory alone."""
+    config = ckpt.load_config(_ckpt_dir(run_dir))
+    learner, scenario = _learner_and_scenario(config)
+    state, config, _ = ckpt.restore(_ckpt_dir(run_dir), learner.state_shapes(scenario),
+                                    expect=expect)
+    return learner, scenario, state, config
+
+
+def export_policy(run_dir, out_dir, keep: int = 1) -> Path:
+    """Save only the trained policy of ``run_dir`` (no replay buffers, optimizer
+    states or training instances) as a small checkpoint under ``out_dir/ckpt``,
+    at the run's latest step; nothing is written if that step of this run is
+    exported already. A directory holding another run's policy is refused
+    (``FileExistsError``), never silently kept. Returns that ``ckpt`` directory."""
+    step = ckpt.latest_step(_ckpt_dir(run_dir))
+    out = _ckpt_dir(out_dir)
+    exported = ckpt.latest_step(out)
+    if exported is not None:
+        wanted = {**ckpt.load_config(_ckpt_dir(run_dir)), "kind": "policy"}
+        if ckpt.load_config(out) != wanted:
+            raise FileExistsError(f"{out_dir} holds a policy exported from another run (its "
+                                  f"saved config differs); remove it or export elsewhere")
+        if exported == step:
+            return out
+    learner, _, state, config = load_run(run_dir)
+    ckpt.save(out, step, learner.policy(state), {**config, "kind": "policy"}, keep=keep)
+    return out
+
+
+def load_policy_checkpoint(directory, expect: dict | None = None):
+    """``(learner, scenario, policy, config)`` from a run directory (full train
+    state) or an exported policy directory. ``expect``: config fields that
+    must match (:class:`~mecjax.checkpoint.CheckpointMismatchError` otherwise)."""
+    config = ckpt.load_config(_ckpt_dir(directory))
+    learner, scenario = _learner_and_scenario(config)
+    if config.get("kind") == "policy":
+        policy, config, _ = ckpt.restore(_ckpt_dir(directory), policy_shapes(learner, scenario),
+                                         expect=expect)
+        return learner, scenario, policy, config
+    state, config, _ = ckpt.restore(_ckpt_dir(directory), learner.state_shapes(scenario),
+                                    expect=expect)
+    return learner, scenario, learner.policy(state), config
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedPolicy:
+    """A policy and where it came from, as a pytree: ``policy``'s arrays are
+    the leaves; ``method``, ``checkpoint`` and the ``scenario`` it was trained
+    for are static (hashable) metadata, so the sizes can be checked while
+    tracing (:meth:`check_sizes`)."""
+
+    method: str
+    checkpoint: str        # the directory it was loaded from ("" = built in memory)
+    scenario: Scenario     # what it was trained for
+    policy: Any            # the learner's policy pytree
+
+    def check_sizes(self, params, fields: tuple[str, ...] = SIZE_FIELDS) -> None:
+        """Raise :class:`~mecjax.checkpoint.CheckpointMismatchError` naming the
+        fields (by default N and M: static, also under ``jit``) in which the
+        scenario ``params`` differs from the one the policy was trained for."""
+        have = {f: getattr(self.scenario, f) for f in fields}
+        want = {f: getattr(params, f) for f in fields}     # Scenario or EnvParams
+        if have != want:
+            show = lambda d: ", ".join(f"{k}={v}" for k, v in d.items())  # noqa: E731
+            raise CheckpointMismatchError(
+                f"checkpoint {self.checkpoint or '(in memory)'} ({self.method}) was trained for "
+                f"{show(have)} but the scenario has {show(want)}")
+
+
+jax.tree_util.register_dataclass(TrainedPolicy, data_fields=["policy"],
+                                 meta_fields=["method", "checkpoint", "scenario"])
+
+
+def load_trained(directory, method: str) -> TrainedPolicy:
+    """The policy of ``directory`` (run or exported), which must be a ``method``
+    checkpoint (:class:`~mecjax.checkpoint.CheckpointMismatchError` otherwise).
+    Reads it now, on the host; the caller checks the scenario sizes."""
+    config = ckpt.load_config(_ckpt_dir(directory))
+    _check_method(config, method, directory)
+    _, scenario, policy, _ = load_policy_checkpoint(directory, expect={"method": method})
+    return TrainedPolicy(method=method, checkpoint=str(directory), scenario=scenario,
+                         policy=policy)
+
+
+def trained_shapes(directory, method: str) -> TrainedPolicy:
+    """:func:`load_trained` without reading any array: the policy's leaves are
+    ``jax.ShapeDtypeStruct`` (from the checkpoint's config alone)."""
+    config = ckpt.load_config(_ckpt_dir(directory))
+    _check_method(config, method, directory)
+    learner, scenario = _learner_and_scenario(config)
+    return TrainedPolicy(method=method, checkpoint=str(directory), scenario=scenario,
+                         policy=policy_shapes(learner, scenario))
+
+
+def load_policy(directory, method: str, n_devices: int, n_servers: int) -> Any:
+    """The policy pytree of ``directory``, checked against ``method`` and the
+    sizes N = ``n_devices``, M = ``n_servers``."""
+    trained = load_trained(directory, method)
+    trained.check_sizes(Scenario(n_devices=n_devices, n_servers=n_servers))
+    return trained.policy
+
+
+__all__ = ["SIZE_FIELDS", "TrainedPolicy", "export_policy", "load_policy",
+           "load_policy_checkpoint", "load_run", "load_trained", "policy_shapes", "run_config",
+           "trained_shapes"]
