@@ -17,6 +17,7 @@ import numpy as np
 from mecjax import __version__
 from mecjax.cli import write_text_atomic
 from mecjax.config import Scenario
+from mecjax.schedulers import available
 from mecjax.stats import mean_ci
 from eval import paper
 from eval.plan import VARIANTS, Settings, methods_in_order

@@ -25,6 +25,10 @@ def test_exhaustive_slot_optimum_beats_all_local_and_all_offload_by_10_percent()
 
     res = np.array([[float(v) for v in slot(k)] for k in jax.random.split(jax.random.key(0), 32)])
     best, local, offload = res.mean(0)
-    assert (res[:, 0] <= res[:, 1] + 1e-9).all() and (res[:, 0] <= res[:, 2] + 1e-9).all()
+    # The exhaustive minimum includes both vectors, so it is never above them. They are
+    # evaluated by two compiled paths (vmapped and single) that round float32 differently:
+    # a few ulps (7e-9 on a cost of 0.04 was seen), hence the relative tolerance.
+    tol = 1e-6 * np.abs(res).max()
+    assert (res[:, 0] <= res[:, 1] + tol).all() and (res[:, 0] <= res[:, 2] + tol).all()
     assert local >= 1.10 * best, (best, local)
     assert offload >= 1.10 * best, (best, offload)
