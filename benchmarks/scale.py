@@ -198,18 +198,15 @@ def write_figure(result: dict, path: Path) -> None:
 
     rows, e = result["rows"], result["exponents"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    axes[0].loglog([r["n_devices"] for r in rows["env_n"]], [r["seconds_per_slot"] for r in rows["env_n"]],
-                   "o-", label=f"env step (slope {e['env_vs_n']:.2f})")
-    axes[0].loglog([r["n_devices"] for r in rows["qio_n"]],
-                   [r["seconds_per_decision_batch"] for r in rows["qio_n"]], "s-",
-                   label=f"QIO search (slope {e['qio_vs_n']:.2f})")
-    axes[0].set_xlabel("devices N")
-    axes[1].loglog([r["batch"] for r in rows["env_b"]], [r["seconds_per_slot"] for r in rows["env_b"]],
-                   "o-", label=f"env step (slope {e['env_vs_batch']:.2f})")
-    axes[1].loglog([r["batch"] for r in rows["qio_b"]],
-                   [r["seconds_per_decision_batch"] for r in rows["qio_b"]], "s-",
-                   label=f"QIO search (slope {e['qio_vs_batch']:.2f})")
-    axes[1].set_xlabel("instances B")
+    # Left: time against N; right: time against the number of instances B.
+    for ax, x, rows_key, exp_key, label in ((axes[0], "n_devices", "n", "n", "devices N"),
+                                            (axes[1], "batch", "b", "batch", "instances B")):
+        env_rows, qio_rows = rows[f"env_{rows_key}"], rows[f"qio_{rows_key}"]
+        ax.loglog([r[x] for r in env_rows], [r["seconds_per_slot"] for r in env_rows], "o-",
+                  label=f"env step (slope {e['env_vs_' + exp_key]:.2f})")
+        ax.loglog([r[x] for r in qio_rows], [r["seconds_per_decision_batch"] for r in qio_rows],
+                  "s-", label=f"QIO search (slope {e['qio_vs_' + exp_key]:.2f})")
+        ax.set_xlabel(label)
     for ax in axes:
         ax.set_ylabel("seconds per call")
         ax.grid(alpha=0.3, which="both")
