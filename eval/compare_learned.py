@@ -68,7 +68,7 @@ def format_markdown(result: dict) -> str:
             else:
                 lines.append(f"| {name} | " + " | ".join(
                     f"{r[k]['mean']:.4g} ± {r[k]['ci95']:.2g}" for k in SHOWN) + " |")
-        for name in RECIPES:
+        for name in LEARNED_METHODS:
             r = rows.get(name)
             if r is None:
                 continue
