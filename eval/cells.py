@@ -8,6 +8,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from mecjax.cli import write_text_atomic
+
 
 def digest(config: dict) -> str:
     """Short stable hash of a JSON-serialisable configuration."""
@@ -29,8 +31,4 @@ def load_cell(path: Path, config: dict) -> dict | None:
 
 def save_cell(path: Path, cell: dict) -> None:
     """Write atomically: an interrupted write never leaves a half cell."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(cell, indent=2))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(cell, indent=2))

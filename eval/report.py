@@ -18,7 +18,7 @@ from mecjax import __version__
 from mecjax.cli import write_text_atomic
 from mecjax.config import Scenario
 from mecjax.schedulers import available
-from mecjax.stats import mean_ci
+from mecjax.stats import paired_diff_ci
 from eval import paper
 from eval.plan import VARIANTS, Settings, methods_in_order
 
@@ -276,7 +276,7 @@ def paired_difference(full: dict, other: dict, metric: str) -> dict | None:
     a, b = full.get("per_instance", {}).get(metric), other.get("per_instance", {}).get(metric)
     if a is None or b is None or len(a) != len(b):
         return None
-    return mean_ci(np.asarray(a) - np.asarray(b))
+    return paired_diff_ci(a, b)
 
 
 def variant_notes(cells, settings: Settings, method: str, metrics, title: str) -> list[str]:
