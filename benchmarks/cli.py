@@ -20,9 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-write", action="store_true", help="print only")
     bench.add_argument("--population", type=int, default=30, help="optim: population / particles")
     bench.add_argument("--iterations", type=int, default=100, help="optim: generations per decision")
-    bench.add_argument("--numpy-budget", type=float, default=1e7,
-                       help="optim: device evaluations per timed NumPy QIO run (generations "
-                            "timed, scaled linearly to --iterations)")
+    bench.add_argument("--numpy-budget", type=float,
+                       help="device-steps per timed NumPy run (env, default 5e7: fewer slots "
+                            "where the JAX run's would exceed it) or device evaluations per "
+                            "timed NumPy QIO run (optim, default 1e7: generations timed, "
+                            "scaled linearly to --iterations)")
     bench.add_argument("--time-limit", type=float, default=20.0,
                        help="optim: stop repeating once this many seconds were timed")
     return bench
@@ -37,13 +39,14 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.env import bench_env
 
         bench_env(ns=args.ns or (50, 150, 1000), batches=args.batches or (1, 64, 1024, 8192),
-                  out_dir=out, budget=args.budget, repeats=args.repeats)
+                  out_dir=out, budget=args.budget, repeats=args.repeats,
+                  numpy_budget=args.numpy_budget or 5e7)
     elif args.what == "optim":
         from benchmarks.optim import bench_optim
 
         bench_optim(ns=args.ns or (50, 150), batches=args.batches or (1, 64, 1024), out_dir=out,
                     repeats=args.repeats, population=args.population,
-                    iterations=args.iterations, numpy_budget=args.numpy_budget,
+                    iterations=args.iterations, numpy_budget=args.numpy_budget or 1e7,
                     time_limit_s=args.time_limit)
     elif args.what == "train":
         from benchmarks.train import bench_train

@@ -1,35 +1,56 @@
 #!/usr/bin/env bash
-# One prepared script for a lent GPU machine: the env, optimizer and scheduler benchmarks,
-# then `mecjax reproduce --full` (paper scale, 256 instances x 100 slots per cell), each under
-# a time limit so the whole script ends within about 8 minutes. Writes
-# results/benchmarks/gpu_*.md (and .json) and results/benchmarks/gpu_reproduce_full/.
+# One prepared script for a GPU machine: `mecjax reproduce --full` (paper scale, 256 instances
+# x 100 slots per cell), then the env, scheduler and optimizer benchmarks, each under a time
+# limit so the whole script ends within about 7 minutes. Writes
+# results/benchmarks/gpu_*.md (and .json), gpu_log.txt (its output) and
+# results/benchmarks/gpu_reproduce_full/.
 #
 #   bash benchmarks/gpu.sh            # from the repository root, on the GPU machine
+#   bash benchmarks/gpu.sh reproduce env   # only these steps (reproduce env schedulers optim)
 #
-# It installs mecjax with CUDA JAX into .venv-gpu first if `mecjax` is not importable.
+# Where `mecjax` with a GPU JAX is not importable it sets one up: on an offline machine that
+# already has CUDA JAX, flax, optax, orbax and scipy, from wheels carried in .whl/ (jraph is
+# the usual missing one: `pip download --no-deps -d .whl jraph`); elsewhere, a .venv-gpu with
+# `jax[cuda12]` from the package index.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-if ! python -c "import mecjax, jax; assert jax.default_backend() == 'gpu'" 2>/dev/null; then
-  python3 -m venv .venv-gpu && . .venv-gpu/bin/activate
-  pip install --quiet --upgrade pip
-  pip install --quiet -e . "jax[cuda12]"
+steps=" ${*:-reproduce env schedulers optim} "
+gpu_ready() {  # mecjax and every dependency importable (the checkout alone is on sys.path here)
+  python3 -c "import mecjax, jraph, flax, optax, orbax.checkpoint, scipy, matplotlib, jax
+assert jax.default_backend() == 'gpu'" 2>/dev/null
+}
+if ! gpu_ready; then
+  if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/mecjax-site .whl/*.whl || exit 1
+    export PYTHONPATH="$PWD:/tmp/mecjax-site${PYTHONPATH:+:$PYTHONPATH}"
+  else
+    python3 -m venv .venv-gpu && . .venv-gpu/bin/activate
+    pip install --quiet --upgrade pip
+    pip install --quiet -e . "jax[cuda12]"
+  fi
 fi
-python -c "import jax; print('backend', jax.default_backend(), jax.devices())"
+python3 -c "import jax; print('backend', jax.default_backend(), jax.devices(), 'jax', jax.__version__)"
+export PYTHONUNBUFFERED=1
+mecjax=(python3 -m mecjax.cli)   # the console script's entry point, also without an install
 out=results/benchmarks
+exec > >(tee -a "$out/gpu_log.txt") 2>&1   # the whole run's output, kept beside its tables
+echo "== bash benchmarks/gpu.sh $* ($(date -u +%FT%TZ))"
 tmp=$(mktemp -d)
-run() {  # run LIMIT_SECONDS NAME COMMAND...: one step under its limit; a timeout is reported
+run() {  # run LIMIT_SECONDS NAME ARGS...: one `mecjax` step under its limit; a timeout is reported
   local limit=$1 name=$2; shift 2
+  [[ $steps == *" $name "* ]] || return 0
   echo "== $name (limit ${limit}s)"
   SECONDS=0
-  timeout "$limit" "$@"; local rc=$?
+  timeout "$limit" "${mecjax[@]}" "$@"; local rc=$?
   echo "== $name: exit $rc after ${SECONDS}s"
 }
-run 100 env mecjax bench env --ns 150,1000,10000 --batches 1024,8192 --repeats 3 --out "$tmp"
-run 100 optim mecjax bench optim --ns 150,1000 --batches 1024,8192 --repeats 2 --time-limit 20 \
-  --out "$tmp"
-run 100 schedulers mecjax bench schedulers --ns 150 --batches 256 --repeats 2 --out "$tmp"
-for f in "$tmp"/*; do cp "$f" "$out/gpu_$(basename "$f")"; done
-# Paper scale; finished cells are kept, so a rerun continues where the limit stopped it.
-run 200 reproduce-full mecjax reproduce --full --out "$out/gpu_reproduce_full" \
+# Paper scale first: finished cells are kept, so a rerun continues where the limit stopped it.
+run 250 reproduce reproduce --full --out "$out/gpu_reproduce_full" \
   --cache "$out/gpu_reproduce_full/cells"
-ls -l "$out"/gpu_* 
+# NumPy, the reference of every ratio, runs on the host: its budgets keep each row to seconds.
+run 65 env bench env --ns 150,1000 --batches 1024,8192 --repeats 2 --numpy-budget 3e6 --out "$tmp"
+run 50 schedulers bench schedulers --ns 150 --batches 256 --repeats 2 --out "$tmp"
+run 60 optim bench optim --ns 150 --batches 1024 --repeats 2 --time-limit 10 --out "$tmp"
+for f in "$tmp"/*; do [[ -e $f ]] && cp "$f" "$out/gpu_$(basename "$f")"; done
+ls -l "$out"/gpu_*

@@ -51,8 +51,8 @@ def bench_schedulers(ns=(50, 150), instances: int = 32, slots: int = 5, repeats:
             rows.append(row)
             log(f"  {label:28s} N={n:4d}: {per_s:10.1f} decisions/s, "
                 f"{per_s * n:.3g} device-decisions/s")
-    if out_dir:
-        write_table(rows, instances, slots, repeats, out_dir)
+            if out_dir:  # after every row: a run stopped at a time limit keeps what it measured
+                write_table(rows, instances, slots, repeats, out_dir)
     return rows
 
 

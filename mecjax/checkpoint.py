@@ -239,6 +239,19 @@ def _check_fits(saved: dict[str, tuple], target, where: str) -> None:
                                       + "\n  ".join(problems))
 
 
+def _on_this_machine(leaf):
+    """An abstract leaf without a sharding, placed on this process's default device.
+
+    Left unplaced, orbax restores onto the sharding saved in the metadata, which names the
+    saving machine's devices: a checkpoint written on a GPU (or on ``cpu:1``) would not load
+    on a CPU-only machine, nor a CPU-written one on a GPU.
+    """
+    if isinstance(leaf, jax.ShapeDtypeStruct) and getattr(leaf, "sharding", None) is None:
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                    sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+    return leaf
+
+
 def restore(directory, target, *, step: int | None = None, expect: Mapping[str, Any] | None = None):
     """Restore a checkpoint into the structure of ``target``; return ``(state, config, step)``.
 
@@ -267,6 +280,7 @@ def restore(directory, target, *, step: int | None = None, expect: Mapping[str, 
         if set(saved) != set(sums["leaves"]):
             raise ValueError("its checksums do not list the leaves of its state")
     _check_fits(saved, target, where)
+    target = jax.tree.map(_on_this_machine, target)
     with _reading(where, "its arrays"), _manager(d) as mngr:  # the metadata fit: failure is damage
         state = mngr.restore(step, args=ocp.args.Composite(
             **{_STATE: ocp.args.StandardRestore(target)}))[_STATE]

@@ -3,6 +3,8 @@
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -404,3 +406,31 @@ def test_unsupported_leaves_are_refused_before_writing(tmp_path):
         with pytest.raises(error, match=rf"\['{next(iter(bad))}'\]"):
             ckpt.save(d, 1, bad, {})
     assert not d.exists()
+
+
+SAVE_ON_SECOND_DEVICE = """
+import sys, jax, jax.numpy as jnp
+from mecjax import checkpoint as ckpt
+dev = jax.devices()[1]
+state = {"w": jax.device_put(jnp.arange(6.0).reshape(2, 3), dev),
+         "rng": jax.device_put(jax.random.split(jax.random.key(3), 2), dev)}
+ckpt.save(sys.argv[1], 5, state, {"method": "x"})
+"""
+
+
+def test_restores_on_a_machine_without_the_saving_device(tmp_path):
+    # A checkpoint written on another machine (a GPU box, or cpu:1 here) names a device this
+    # process lacks; an abstract target must land on this process's default device instead.
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run([sys.executable, "-c", SAVE_ON_SECOND_DEVICE, str(tmp_path / "c")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    target = {"w": jax.ShapeDtypeStruct((2, 3), jnp.float32),
+              "rng": jax.eval_shape(lambda: jax.random.split(jax.random.key(0), 2))}
+    state, config, step = ckpt.restore(tmp_path / "c", target)
+    assert step == 5 and config == {"method": "x"}
+    np.testing.assert_array_equal(np.asarray(state["w"]), np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(
+        np.asarray(jax.random.key_data(state["rng"])),
+        np.asarray(jax.random.key_data(jax.random.split(jax.random.key(3), 2))))
+    assert state["w"].devices() == {jax.devices()[0]}
