@@ -12,7 +12,14 @@ PAPER_METHODS = {
     "DT-MEC": "dt_mec",
     "Unified DRL+GAT+MARL+QIO+DT": "unified",
 }
-REFERENCES = {"all-local": "local", "greedy": "greedy", "best response (Nash)": "best_response"}
+# Variants of a paper method (no paper numbers): QIO-MEC's earlier multi-qubit encoding
+# and a warm-started extension (docs/schedulers.md).
+VARIANT_METHODS = {"QIO-MEC, multi-qubit encoding": "qio_mec_multi",
+                   "QIO-MEC, warm start (extension)": "qio_mec_warm"}
+# References: all-local (the floor of the headroom), two selfish ones, and the cooperative
+# coordinate descent (the strong reference: the headroom's "best known").
+REFERENCES = {"all-local": "local", "greedy": "greedy", "best response (Nash)": "best_response",
+              "cooperative (coordinate descent)": "cooperative"}
 
 # Table 2 (latency, ms), Table 3 (energy, J), Table 4 (Jain fairness), per N = 50, 100, 150.
 TABLES = {

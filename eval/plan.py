@@ -51,12 +51,13 @@ class Settings:
     def cell_config(self, method: str, n: int) -> dict:
         return {"method": method, "n_devices": n, "n_servers": self.n_servers,
                 "instances": self.instances, "slots": self.slots, "seed": self.seed,
-                "mecjax": __version__, "cell_format": 2}
+                "mecjax": __version__, "cell_format": 3}
 
 
 def methods_in_order() -> list[tuple[str, str]]:
-    """(label, scheduler name) for the paper's methods, then the references."""
-    return list(paper.PAPER_METHODS.items()) + list(paper.REFERENCES.items())
+    """(label, scheduler name) for the paper's methods, their variants, then the references."""
+    return (list(paper.PAPER_METHODS.items()) + list(paper.VARIANT_METHODS.items())
+            + list(paper.REFERENCES.items()))
 
 
 # Table 5 variants: flags of the unified scheduler (Without QIO has no paper row).
@@ -74,6 +75,7 @@ DT_VARIANTS = {
     "DT-MEC (twin, H=3)": {},
     "persistence forecast instead of the twin": {"forecast": "persistence"},
     "no look-ahead (H=1)": {"horizon": 1},
+    "selfish look-ahead (hold plan, best response)": {"lookahead": "selfish"},
 }
 VARIANTS = {"unified": ABLATION_VARIANTS, "dt_mec": DT_VARIANTS}
 

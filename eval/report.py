@@ -18,7 +18,7 @@ from mecjax import __version__
 from mecjax.cli import write_text_atomic
 from mecjax.config import Scenario
 from mecjax.schedulers import available
-from mecjax.stats import paired_diff_ci
+from mecjax.stats import mean_ci, paired_diff_ci
 from eval import paper
 from eval.plan import VARIANTS, Settings, methods_in_order
 
@@ -57,6 +57,79 @@ def _extra_table(cells, settings: Settings) -> list[str]:
                 continue
             vals = [f"{cell['summary'][k]['mean']:.4g} ± {cell['summary'][k]['ci95']:.2g}" for k in keys]
             lines.append(f"| {label} | {n} | " + " | ".join(vals) + " |")
+    return lines + [""]
+
+
+# ---------------------------------------------------------------------------- headroom
+
+FLOOR, BEST_KNOWN = "local", "cooperative"
+
+
+def headroom_share(cells, name: str, n: int) -> dict | None:
+    """Mean and 95% CI over instances of (all-local - method) / (all-local - best known)
+    mean cost: the share of the cooperative reference's saving a method captures (1: all
+    of it, 0: none, < 0: worse than all-local). None when a cell is missing."""
+    got = [cells.get((m, n)) for m in (FLOOR, BEST_KNOWN, name)]
+    if any(c is None or "mean_cost" not in c.get("per_instance", {}) for c in got):
+        return None
+    floor, best, mine = (np.asarray(c["per_instance"]["mean_cost"], np.float64) for c in got)
+    return mean_ci((floor - mine) / (floor - best))
+
+
+def headroom_table(cells, settings: Settings, bounds: dict) -> list[str]:
+    """Per method and N: headroom share; then how far the best known may be from optimal."""
+    if not any((BEST_KNOWN, n) in cells for n in settings.sizes):
+        return []
+    lines = ["### Headroom: the share of the cooperative reference's saving each method captures",
+             "",
+             "Per instance, (all-local - method) / (all-local - cooperative) mean cost (eq. 16's "
+             "weighted cost, payments included), then mean ± 95% CI over instances. 1 means "
+             "the method saves as much as the cooperative coordinate descent (the best known "
+             "here), 0 nothing, a negative value that it costs more than all-local.", "",
+             "| method | " + " | ".join(f"N={n}" for n in settings.sizes) + " |",
+             "|---|" + "---|" * len(settings.sizes)]
+    for label, name in methods_in_order():
+        if name == FLOOR:
+            continue
+        vals = [headroom_share(cells, name, n) for n in settings.sizes]
+        if all(v is None for v in vals):
+            continue
+        lines.append(f"| {label} | " + " | ".join(
+            "-" if v is None else f"{v['mean']:.2f} ± {v['ci95']:.2f}" for v in vals) + " |")
+    lines.append("")
+    gaps = [(n, bounds[n]) for n in settings.sizes if n in bounds]
+    if gaps:
+        lines += ["How far the best known may be from optimal: along the cooperative reference's "
+                  "own trajectory, each slot's planned cost against a lower bound on that slot's "
+                  "optimum (Frank-Wolfe on the convex relaxation of the assignment, "
+                  "`mecjax.optim.separable.relaxation_bound`; same objective, observed channel). "
+                  "Relative gap (planned - bound) / bound, mean ± 95% CI over instances: "
+                  + "; ".join(f"N={n}: {100 * g['mean']:.2f}% ± {100 * g['ci95']:.2f}%"
+                              for n, g in gaps)
+                  + ". The optimum lies between the two, so the cooperative reference is at most "
+                  "that far from each slot's optimum.", ""]
+    return lines
+
+
+def welfare_table(cells, settings: Settings) -> list[str]:
+    """Welfare cost (payments excluded) and server revenue per method and N."""
+    lines = ["### Welfare cost and server revenue", "",
+             "Welfare cost: the mean of alpha L + beta E over devices, payments excluded (a "
+             "payment moves money from a device to a server; it costs the system nothing). "
+             "Revenue: the servers' total per slot (price units). Mean ± 95% CI over instances.",
+             "", "| method | " + " | ".join(f"N={n} welfare cost | N={n} revenue"
+                                           for n in settings.sizes) + " |",
+             "|---|" + "---|---|" * len(settings.sizes)]
+    for label, name in methods_in_order():
+        row, seen = [label], False
+        for n in settings.sizes:
+            cell = cells.get((name, n))
+            for metric in ("welfare_cost", "revenue"):
+                m = cell["summary"].get(metric) if cell else None
+                seen |= m is not None
+                row.append("-" if m is None else f"{m['mean']:.4g} ± {m['ci95']:.2g}")
+        if seen:
+            lines.append("| " + " | ".join(row) + " |")
     return lines + [""]
 
 
@@ -121,6 +194,8 @@ def write_outputs(result: dict, cells, settings: Settings, out: Path) -> None:
         lines += _table(metric, cells, settings)
     lines += ablation_table(cells, settings)
     lines += dt_variant_table(cells, settings)
+    lines += headroom_table(cells, settings, result.get("bounds") or {})
+    lines += welfare_table(cells, settings)
     lines += _extra_table(cells, settings)
     lines += ["## Where our measurements agree with the paper, and where not", ""]
     lines += forecast_notes(result.get("twin_forecast"))
@@ -195,10 +270,11 @@ def summary_table(cells, settings: Settings, path="results/summary.md") -> list[
     n = settings.ablation_size if settings.ablation_size in settings.sizes else settings.sizes[-1]
     cols = ("latency_ms", "energy_j", "fairness")
     lines = [f"Tables 2-4 at N = {n}, M = 3 ({settings.instances} instances x {settings.slots} "
-             f"slots; mean ± 95% CI; paper in brackets; written by `mecjax reproduce` to "
+             f"slots; mean ± 95% CI; paper in brackets; headroom share: of the cooperative "
+             f"reference's saving over all-local; written by `mecjax reproduce` to "
              f"`{Path(path).as_posix()}`):", "",
-             "| method | latency (ms) | energy (J) | Jain fairness | mean cost |",
-             "|---|---|---|---|---|"]
+             "| method | latency (ms) | energy (J) | Jain fairness | mean cost | headroom share |",
+             "|---|---|---|---|---|---|"]
     for label, name in methods_in_order():
         cell = cells.get((name, n))
         if cell is None:
@@ -212,6 +288,8 @@ def summary_table(cells, settings: Settings, path="results/summary.md") -> list[
             row.append(f"{_fmt(metric, m['mean'])} ± {_fmt(metric, m['ci95'])}{ref_txt}")
         m = cell["summary"]["mean_cost"]
         row.append(f"{m['mean']:.4f} ± {m['ci95']:.4f}")
+        h = headroom_share(cells, name, n) if name != FLOOR else None
+        row.append("-" if h is None else f"{h['mean']:.2f} ± {h['ci95']:.2f}")
         lines.append("| " + " | ".join(row) + " |")
     return lines
 

@@ -31,7 +31,8 @@ from mecjax.config import Scenario
 from mecjax.learners import twin
 from mecjax.rollout import rollout
 from mecjax.schedulers import make
-from mecjax.stats import summarize
+from mecjax.stats import mean_ci, summarize
+from eval.bounds import cooperative_bound_gaps
 from eval.cells import cell_path, load_cell, save_cell
 from eval.plan import VARIANTS, Settings, checkpoint_identity, plan_cells
 from eval.report import write_outputs
@@ -75,6 +76,25 @@ def forecast_cell(settings: Settings, ckpt_root: str, cells_dir: Path, log=print
     return cell
 
 
+def bound_cell(settings: Settings, n: int, cells_dir: Path, log=print) -> dict:
+    """The cooperative reference's gap to a lower bound on each slot's optimum at N = n
+    (:mod:`eval.bounds`; cached like a cell)."""
+    config = {**settings.cell_config("cooperative_bound", n), "fw_iterations": 200}
+    file = cell_path(cells_dir, f"cooperative_bound_N{n}", config)
+    cell = load_cell(file, config)
+    if cell is None:
+        t0 = time.perf_counter()
+        s = Scenario(n_devices=n, n_servers=settings.n_servers, horizon=settings.slots)
+        per_instance = cooperative_bound_gaps(s, settings.seed, settings.instances,
+                                              settings.slots, config["fw_iterations"])
+        cell = {"config": config, "per_instance": per_instance,
+                "gap": mean_ci(per_instance["gap"]), "wall_s": time.perf_counter() - t0}
+        save_cell(file, cell)
+    log(f"  cooperative vs slot-optimum bound N={n}: gap {100 * cell['gap']['mean']:.2f}% "
+        f"± {100 * cell['gap']['ci95']:.2f}%")
+    return cell
+
+
 def reproduce(settings: Settings | None = None, out_dir: str = "results",
               cache_dir: str | None = None, ckpt_root: str = SHIPPED_ROOT, log=print) -> dict:
     settings = settings or Settings.from_config("default")
@@ -112,8 +132,10 @@ def reproduce(settings: Settings | None = None, out_dir: str = "results",
         if (method, settings.ablation_size) in cells:
             cells[(f"{method}:{next(iter(variants))}", settings.ablation_size)] = \
                 cells[(method, settings.ablation_size)]
+    bounds = {n: bound_cell(settings, n, cells_dir, log)["gap"] for n in settings.sizes} \
+        if settings.methods is None or "cooperative" in settings.methods else {}
     result = {"settings": dataclasses.asdict(settings), "missing": missing,
-              "cells": {f"{m}@{n}": c for (m, n), c in cells.items()},
+              "cells": {f"{m}@{n}": c for (m, n), c in cells.items()}, "bounds": bounds,
               "twin_forecast": forecast["skill"] if forecast else None,
               "wall_s": time.perf_counter() - t_start}
     write_outputs(result, cells, settings, out)

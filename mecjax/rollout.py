@@ -24,7 +24,7 @@ from mecjax.env import env
 from mecjax.schedulers.base import Scheduler, Transition
 
 METRICS = ("latency_ms", "energy_j", "throughput_mbps", "fairness", "utility", "mean_cost",
-           "revenue", "offload_fraction", "invalid_decision")
+           "welfare_cost", "revenue", "offload_fraction", "invalid_decision")
 
 
 def rollout_instance(scheduler: Scheduler, params, key: jax.Array,

@@ -64,7 +64,7 @@ print(len(S.available()), len(available_learners()))
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["14", "5"]
+    assert proc.stdout.split() == ["17", "5"]
 
 
 def test_the_library_reads_no_checkpoint_inside_a_trace():

@@ -49,8 +49,10 @@ def slot_metrics(task_bits, task_cycles, cpu_freq, outcome, prices, p):
 
     latency_ms: mean latency; energy_j: mean device energy per task;
     throughput_mbps: mean D_i / L_i; fairness: Jain over D_i / L_i;
-    utility: fraction of the all-local weighted cost saved;
-    revenue: total leader revenue; offload_fraction: share of devices offloading.
+    utility: fraction of the all-local weighted cost saved; welfare_cost: the mean
+    weighted cost without payments (alpha L + beta E: payments are transfers between
+    devices and servers, not a loss to the system); revenue: total leader revenue;
+    offload_fraction: share of devices offloading.
     """
     throughput = task_bits / outcome.latency
     local = all_local_cost(task_cycles, cpu_freq, p)
@@ -62,6 +64,7 @@ def slot_metrics(task_bits, task_cycles, cpu_freq, outcome, prices, p):
         "fairness": jain_fairness(throughput),
         "utility": 1.0 - jnp.sum(outcome.cost, axis=-1) / jnp.sum(local, axis=-1),
         "mean_cost": jnp.mean(outcome.cost, axis=-1),
+        "welfare_cost": jnp.mean(outcome.cost - p.gamma * outcome.payment, axis=-1),
         "revenue": jnp.sum(accounts["revenue"], axis=-1),
         "leader_utility": accounts["leader_utility"],
         "offload_fraction": jnp.mean((outcome.offload > 0).astype(jnp.float32), axis=-1),

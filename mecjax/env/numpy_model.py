@@ -183,6 +183,7 @@ def slot_metrics(state, out, prices, s: Scenario):
         "fairness": x.sum(-1) ** 2 / (n * (x**2).sum(-1)),
         "utility": 1 - out["cost"].sum(-1) / local.sum(-1),
         "mean_cost": out["cost"].mean(-1),
+        "welfare_cost": (out["cost"] - s.gamma * out["payment"]).mean(-1),
         "revenue": revenue.sum(-1),
         "leader_utility": revenue - s.leader_lambda * energy - s.leader_mu * delay,
         "offload_fraction": (out["offload"] > 0).mean(-1),

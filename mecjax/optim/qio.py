@@ -1,13 +1,22 @@
 """Quantum-inspired evolutionary optimisation (QIO) of offloading vectors.
 
 Section 3.3 of the paper, in the style of Han and Kim's quantum-inspired
-evolutionary algorithm (IEEE TEC 2002). Each device's action in {0..M} is
-encoded by q = ceil(log2(M+1)) qubits. A qubit is stored as its angle theta:
+evolutionary algorithm (IEEE TEC 2002). A qubit is stored as its angle theta:
 amplitudes (alpha, beta) = (cos theta, sin theta), so P(1) = sin^2 theta
-(eq. 18). Each of the P individuals is measured every generation (eq. 19: bit
-= 1 if r < |beta|^2); codes >= M+1 are invalid and repaired by wrapping them
-modulo M+1. The rotation gate (eq. 20) turns every qubit whose measured bit
-differs from the global best's bit by delta_theta towards that bit (Han-Kim's
+(eq. 18), starting at theta = pi/4 (amplitudes 1/sqrt 2). Two encodings of a
+device's action in {0..M} (``QIOConfig.encoding``):
+
+- ``"binary"``, the paper's: one qubit per device, |0> local and |1> offload
+  (eqs. 18-19). The server a 1 offloads to is given per device by ``servers``
+  [N] (QIO-MEC passes each device's strongest observed channel).
+- ``"multi"``: q = ceil(log2(M+1)) qubits per device holding the option's
+  binary code; codes >= M+1 are invalid and repaired by wrapping them modulo
+  M+1. It can choose among servers, but its uniform start offloads M/(M+1) of
+  the tasks (3/4 at M = 3) and more often than not to a poor server.
+
+Each of the P individuals is measured every generation (eq. 19: bit = 1 if
+r < |beta|^2). The rotation gate (eq. 20) turns every qubit whose measured bit
+differs from its attractor's bit by delta_theta towards that bit (Han-Kim's
 lookup table reduces to this once the best is updated first). Angles are kept
 within [theta_min, pi/2 - theta_min] (Han-Kim's H-epsilon gate), so no
 probability collapses to 0 or 1 and the search keeps exploring.
@@ -30,9 +39,14 @@ from mecjax.env import rng
 from mecjax.optim.population import update_bests
 
 
-def n_qubits(n_options: int) -> int:
-    """ceil(log2(M+1)) qubits per device (at least 1)."""
-    return max(1, math.ceil(math.log2(n_options)))
+ENCODINGS = ("multi", "binary")
+
+
+def n_qubits(n_options: int, encoding: str = "multi") -> int:
+    """Qubits per device: 1 (binary) or ceil(log2(M+1)) (multi, at least 1)."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"QIOConfig.encoding must be one of {ENCODINGS}, got {encoding!r}")
+    return 1 if encoding == "binary" else max(1, math.ceil(math.log2(n_options)))
 
 
 @struct.dataclass
@@ -47,6 +61,9 @@ class QIOConfig:
     # migrating into every individual's attractor every ``migration_period`` generations.
     attractor: str = struct.field(pytree_node=False, default="global")
     migration_period: int = struct.field(pytree_node=False, default=10)
+    # "multi" (ceil(log2(M+1)) qubits per device) or "binary" (the paper's: one qubit,
+    # |1> = offload to the device's server in ``servers``); see the module docstring.
+    encoding: str = struct.field(pytree_node=False, default="multi")
 
 
 @struct.dataclass
@@ -59,9 +76,23 @@ class QIOState:
     generation: jax.Array  # [] int
 
 
-def _bits(x, q: int):
-    """[..., q] binary digits of codes x (least significant first)."""
+def _bits(x, q: int, encoding: str = "multi"):
+    """[..., q] the qubits' values for actions x: offload or not (binary), or the
+    binary digits of the code, least significant first (multi)."""
+    if encoding == "binary":
+        return (x > 0).astype(jnp.int32)[..., None]
     return (x[..., None] >> jnp.arange(q)) & 1
+
+
+def decode(bits, n_options: int, encoding: str = "multi", servers=None):
+    """[..., N] actions from measured qubits [..., N, q] (eq. 19's classical solution)."""
+    if encoding == "binary":
+        if servers is None:
+            raise ValueError("qio: the binary encoding needs servers [N], the server each "
+                             "device's |1> offloads to")
+        return jnp.where(bits[..., 0] == 1, jnp.asarray(servers, jnp.int32), 0)
+    codes = jnp.sum(bits << jnp.arange(bits.shape[-1]), axis=-1)
+    return codes % n_options
 
 
 def init(n_devices: int, n_options: int, config: QIOConfig = QIOConfig(), seed_x=None,
@@ -78,7 +109,7 @@ def init(n_devices: int, n_options: int, config: QIOConfig = QIOConfig(), seed_x
     if seed_x is not None and seed_fitness is None:
         raise ValueError("qio.init: seed_fitness is required with seed_x (the objective of the "
                          "seed); tell never evaluates the seed itself")
-    q = n_qubits(n_options)
+    q = n_qubits(n_options, config.encoding)
     shape = (config.population, n_devices, q)
     if seed_x is None:
         theta = jnp.full(shape, math.pi / 4, jnp.float32)
@@ -94,7 +125,7 @@ def init(n_devices: int, n_options: int, config: QIOConfig = QIOConfig(), seed_x
                              f"{tuple(fits.shape)} must be [K, {n_devices}] and [K]")
         owner = jnp.arange(config.population) % seeds.shape[0]                  # [P]
         toward = math.asin(math.sqrt(config.seed_bias))
-        bits = _bits(seeds[owner], q)                                            # [P, N, q]
+        bits = _bits(seeds[owner], q, config.encoding)                           # [P, N, q]
         theta = jnp.where(bits == 1, toward, math.pi / 2 - toward).astype(jnp.float32)
         k = jnp.argmin(fits)
         best, best_fitness = seeds[k], fits[k]
@@ -103,12 +134,11 @@ def init(n_devices: int, n_options: int, config: QIOConfig = QIOConfig(), seed_x
                     best_fitness=best_fitness, generation=jnp.int32(0))
 
 
-def ask(key, state: QIOState, n_options: int):
-    """Measure every individual (eq. 19): [P, N] offloading vectors, invalid codes repaired."""
+def ask(key, state: QIOState, n_options: int, encoding: str = "multi", servers=None):
+    """Measure every individual (eq. 19): [P, N] offloading vectors (:func:`decode`)."""
     u = rng.uniform(rng.seed_words(key), 7, state.theta.shape)
     bits = (u < jnp.sin(state.theta) ** 2).astype(jnp.int32)
-    codes = jnp.sum(bits << jnp.arange(bits.shape[-1]), axis=-1)
-    return codes % n_options
+    return decode(bits, n_options, encoding, servers)
 
 
 def tell(state: QIOState, x, fitness, n_options: int, config: QIOConfig = QIOConfig()) -> QIOState:
@@ -117,16 +147,16 @@ def tell(state: QIOState, x, fitness, n_options: int, config: QIOConfig = QIOCon
         state.personal_x, state.personal_f, state.best_x, state.best_fitness, x, fitness)
     q = state.theta.shape[-1]
     if config.attractor == "global":
-        target = _bits(best_x, q)[None]                   # [1, N, q]
+        target = _bits(best_x, q, config.encoding)[None]  # [1, N, q]
     elif config.attractor == "personal":
         migrate = (state.generation + 1) % config.migration_period == 0
         personal_x = jnp.where(migrate, best_x[None], personal_x)
         personal_f = jnp.where(migrate, best_fitness, personal_f)
-        target = _bits(personal_x, q)                     # [P, N, q]
+        target = _bits(personal_x, q, config.encoding)    # [P, N, q]
     else:
         raise ValueError(f"QIOConfig.attractor must be 'global' or 'personal', got "
                          f"{config.attractor!r}")
-    measured = _bits(x, q)                                # [P, N, q]
+    measured = _bits(x, q, config.encoding)               # [P, N, q]
     direction = jnp.where(measured == target, 0.0, jnp.where(target == 1, 1.0, -1.0))
     theta = jnp.clip(state.theta + config.delta_theta * direction, config.theta_min,
                      math.pi / 2 - config.theta_min)
@@ -135,23 +165,26 @@ def tell(state: QIOState, x, fitness, n_options: int, config: QIOConfig = QIOCon
 
 
 def search(key, fitness_fn: Callable, n_devices: int, n_options: int,
-           config: QIOConfig = QIOConfig(), seed_x=None):
+           config: QIOConfig = QIOConfig(), seed_x=None, servers=None):
     """Run QIO for ``config.iterations`` generations; returns ``(best_x [N], best_fitness)``.
 
     ``fitness_fn``: [P, N] int -> [P] objective (lower is better). ``seed_x``:
     None, one seed [N] or K seeds [K, N] (see :func:`init`); the result is
-    never worse than the best seed.
+    never worse than the best seed. ``servers`` [N]: the binary encoding's
+    offload targets; a seed's offloaded devices are moved to them first, so
+    that every seed is a vector the encoding can produce.
     """
     if seed_x is None:
         seed_fitness = None
-    elif seed_x.ndim == 1:
-        seed_fitness = fitness_fn(seed_x[None].astype(jnp.int32))[0]
     else:
-        seed_fitness = fitness_fn(seed_x.astype(jnp.int32))
+        seed_x = jnp.asarray(seed_x, jnp.int32)
+        if config.encoding == "binary":
+            seed_x = decode(_bits(seed_x, 1, "binary"), n_options, "binary", servers)
+        seed_fitness = (fitness_fn(seed_x[None])[0] if seed_x.ndim == 1 else fitness_fn(seed_x))
     state = init(n_devices, n_options, config, seed_x, seed_fitness)
 
     def generation(state, k):
-        x = ask(k, state, n_options)
+        x = ask(k, state, n_options, config.encoding, servers)
         return tell(state, x, fitness_fn(x), n_options, config), None
 
     state, _ = jax.lax.scan(generation, state, jax.random.split(key, config.iterations))

@@ -1,0 +1,117 @@
+"""The cooperative reference, the separable objective, its lower bound, and QIO's encodings."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mecjax import env
+from mecjax.config import Scenario
+from mecjax.optim import exact, game, objective, qio, separable
+from mecjax.optim.coordinate import coordinate_descent
+from mecjax.schedulers import make
+from mecjax.schedulers.base import fixed_prices
+from mecjax.schedulers.cooperative import cooperative_offload
+from mecjax.schedulers.qio_mec import strongest_servers
+
+
+def _slot(n, seed, **fields):
+    s = Scenario(n_devices=n, **fields)
+    obs, _ = env.reset(jax.random.key(seed), s)
+    return s, obs, fixed_prices(s)
+
+
+@pytest.mark.parametrize("n", [8, 60])
+def test_separable_cost_equals_the_objective_also_with_forced_devices(n):
+    s, obs, prices = _slot(n, 3)
+    # empty a third of the batteries: those devices are forced to offload
+    obs = obs.replace(battery=jnp.where(jnp.arange(n) % 3 == 0, 0.0, obs.battery))
+    terms = separable.slot_terms(obs, prices, s)
+    xs = jax.random.randint(jax.random.key(1), (32, n), 0, s.n_options)
+    got = jax.vmap(lambda x: separable.separable_mean_cost(terms, x))(xs)
+    want = objective.batch_mean_cost(obs, xs, prices, s)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5)
+
+
+def test_fast_descent_equals_coordinate_descent_on_the_full_objective():
+    s, obs, prices = _slot(24, 5)
+    terms = separable.slot_terms(obs, prices, s)
+    x0 = jax.random.randint(jax.random.key(2), (24,), 0, s.n_options)
+    fast, sweeps, converged = jax.jit(separable.descend)(terms, x0)
+    slow, _, _, slow_converged = coordinate_descent(
+        lambda a: objective.mean_cost(obs, a, prices, s), x0, s.n_options)
+    assert bool(converged) and bool(slow_converged) and int(sweeps) >= 2
+    np.testing.assert_array_equal(np.asarray(fast), np.asarray(slow))
+
+
+def test_coordinate_descent_ends_where_no_single_change_helps():
+    s, obs, prices = _slot(12, 6)
+    f = lambda a: objective.mean_cost(obs, a, prices, s)  # noqa: E731
+    x, value, _, converged = coordinate_descent(f, jnp.zeros(12, jnp.int32), s.n_options)
+    assert bool(converged)
+    for i in range(12):
+        for o in range(s.n_options):
+            assert float(f(x.at[i].set(o))) >= float(value) * (1 - 1e-6)
+
+
+def test_cooperative_vs_the_exact_optimum_and_the_bound_below_it():
+    # N = 8: every slot's optimum by enumeration; the bound must never exceed it, the
+    # cooperative descent must never be below it and rarely far above it.
+    s = Scenario(n_devices=8)
+    prices = fixed_prices(s)
+    gaps, bound_gaps = [], []
+    for seed in range(6):
+        obs, _ = env.reset(jax.random.key(100 + seed), s)
+        best = float(exact.exact_offload(obs, prices, s)[1])
+        x, value = cooperative_offload(obs, prices, s)
+        assert float(objective.mean_cost(obs, x, prices, s)) == pytest.approx(float(value),
+                                                                              rel=2e-5)
+        bound = float(separable.relaxation_bound(separable.slot_terms(obs, prices, s)))
+        assert bound <= best * (1 + 1e-5), (seed, bound, best)
+        assert float(value) >= best * (1 - 1e-5)
+        gaps.append(float(value) / best - 1)
+        bound_gaps.append(1 - bound / best)
+    assert np.median(gaps) < 0.01 and max(gaps) < 0.05, gaps
+    assert max(bound_gaps) < 0.10, bound_gaps   # the bound is informative, not just valid
+
+
+def test_cooperative_never_worse_than_all_local_or_best_response_on_the_slot():
+    for n, seed in ((30, 0), (80, 1)):
+        s, obs, prices = _slot(n, seed)
+        x, value = cooperative_offload(obs, prices, s)
+        nash, _, _ = game.best_response(obs, prices, s)
+        for other in (jnp.zeros(n, jnp.int32), nash):
+            assert float(value) <= float(objective.mean_cost(obs, other, prices, s)) * (1 + 1e-6)
+        assert float(value) < float(objective.mean_cost(obs, nash, prices, s)) * 0.995
+
+
+def test_binary_qio_offloads_only_to_each_devices_strongest_server():
+    s, obs, prices = _slot(20, 7)
+    servers = strongest_servers(obs)
+    config = qio.QIOConfig(population=8, iterations=5, encoding="binary")
+    state = qio.init(20, s.n_options, config)
+    assert state.theta.shape == (8, 20, 1)
+    x = qio.ask(jax.random.key(0), state, s.n_options, "binary", servers)
+    assert bool(jnp.all((x == 0) | (x == servers[None])))
+    # the uniform start offloads about half of the devices (multi: about 3/4)
+    assert 0.3 < float(jnp.mean(x > 0)) < 0.7
+    multi = qio.ask(jax.random.key(0), qio.init(20, s.n_options), s.n_options)
+    assert float(jnp.mean(multi > 0)) > 0.6
+    with pytest.raises(ValueError, match="servers"):
+        qio.ask(jax.random.key(0), state, s.n_options, "binary")
+
+
+def test_qio_mec_variants_decide_and_warm_start_is_never_worse_than_all_local():
+    s, obs, prices = _slot(30, 8)
+    local = float(objective.mean_cost(obs, jnp.zeros(30, jnp.int32), prices, s))
+    for name in ("qio_mec", "qio_mec_multi", "qio_mec_warm"):
+        sched = make(name, iterations=10)
+        d, st = sched.act(jax.random.key(0), sched.init(jax.random.key(1), s), obs, s)
+        env.check_decision(d, s)
+        if name == "qio_mec_warm":
+            assert float(objective.mean_cost(obs, d.offload, prices, s)) <= local * (1 + 1e-6)
+            np.testing.assert_array_equal(np.asarray(st), np.asarray(d.offload))
+    with pytest.raises(ValueError, match="encoding"):
+        make("qio_mec", encoding="ternary")
+    with pytest.raises(ValueError, match="warm_start"):
+        make("qio_mec", warm_start="yes")
