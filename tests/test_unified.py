@@ -91,7 +91,7 @@ def test_lookahead_carries_battery_and_backlog_between_slots(obs):
 
 
 def test_dt_mec_with_persistence_and_no_horizon_is_best_response(obs):
-    sched = make("dt_mec", forecast="persistence", horizon=1)
+    sched = make("dt_mec", forecast="persistence", horizon=1, lookahead="selfish")
     st = sched.init(jax.random.key(0), S)
     offload, view, _ = sched.plan(st, obs, S)
     want, _, _ = game.best_response(obs, fixed_prices(S), S, max_rounds=sched.max_rounds)
@@ -99,23 +99,151 @@ def test_dt_mec_with_persistence_and_no_horizon_is_best_response(obs):
     np.testing.assert_array_equal(view.gain_observed, obs.gain_observed)
 
 
-def test_dt_mec_looks_ahead_when_slots_are_coupled(obs):
-    # With a slow server the horizon objective differs from the myopic one, and the
-    # look-ahead plan is no worse on the horizon objective than the myopic plan.
-    s = S.replace(server_cpu_hz=5e8)
-    prices = fixed_prices(s)
+def test_plan_costs_use_one_decision_per_slot_and_a_hold_plan_repeats_it(obs):
+    s = S.replace(server_cpu_hz=2e7)
     slots = twin.persistence_slots(obs, 3)
-    myopic = make("dt_mec", forecast="persistence", horizon=1)
-    ahead = make("dt_mec", forecast="persistence", horizon=3, max_rounds=20)
-    a1, _, _ = myopic.plan(myopic.init(jax.random.key(0), s), obs, s)
-    a3, _, _ = ahead.plan(ahead.init(jax.random.key(0), s), obs, s)
-    per_device = lookahead.horizon_costs_fn(obs, slots, prices, s)
-    # a3 is a Nash equilibrium of the horizon game: no device gains by deviating alone.
-    for i in range(8):
-        own = game.own_costs(obs, a3, i, prices, s, costs_fn=per_device)
-        assert float(own[a3[i]]) <= float(jnp.min(own)) * (1 + 1e-5) + 1e-9
-    assert not np.array_equal(np.asarray(a1), np.asarray(a3)) or \
-        float(jnp.sum(per_device(a1))) >= float(jnp.sum(per_device(a3))) - 1e-6
+    prices = fixed_prices(s)
+    a = jnp.array([0, 1, 2, 3, 1, 0, 2, 1], jnp.int32)
+    b = jnp.array([1, 0, 0, 2, 3, 3, 0, 1], jnp.int32)
+    np.testing.assert_array_equal(lookahead.horizon_costs(obs, slots, a, prices, s),
+                                  lookahead.horizon_costs(obs, slots, jnp.stack([a, a, a]),
+                                                          prices, s))
+    mixed = lookahead.horizon_costs(obs, slots, jnp.stack([a, b, b]), prices, s)
+    np.testing.assert_allclose(mixed[0], lookahead.horizon_costs(obs, slots, a, prices, s)[0],
+                               rtol=1e-6)
+    # Slot 1 plays b on the battery and backlog a left behind in slot 0.
+    out0 = env.evaluate(obs, Decision(a, prices), s)
+    work = np.zeros(3)
+    np.add.at(work, np.asarray(a)[np.asarray(a) > 0] - 1,
+              np.asarray(obs.task_cycles)[np.asarray(a) > 0])
+    o1 = obs.replace(
+        battery=jnp.clip(obs.battery - out0.energy + 0.5 * s.harvest_max_j, 0, 10),
+        backlog=jnp.asarray(np.maximum(work - 2e7, 0.0), jnp.float32))
+    np.testing.assert_allclose(mixed[1], env.evaluate(o1, Decision(b, prices), s).cost,
+                               rtol=1e-5)
+    fresh_b = lookahead.horizon_costs(obs, slots, b, prices, s)[0]
+    assert not np.allclose(mixed[1], fresh_b)   # a's backlog is still there
+    np.testing.assert_allclose(
+        lookahead.plan_mean_cost(obs, slots, jnp.stack([a, b, b]), prices, s),
+        jnp.sum(jnp.mean(mixed, -1)), rtol=1e-6)
+
+
+# A slow server and a short slot: one offloaded task is more than F tau, so what a
+# device offloads now delays the next slot's tasks on that server, and eq. 22's
+# slots are coupled (with tau = 1 s, as in Table 1, nothing carries over at N = 8).
+COUPLED = dict(server_cpu_hz=5e8, slot_s=0.1)
+
+
+def _plan_fn(params, **kw):
+    """jitted obs -> [H, N] the DT-MEC plan (persistence forecast) of ``make(**kw)``."""
+    sched = make("dt_mec", forecast="persistence", **kw)
+    st = sched.init(jax.random.key(0), params)
+    return jax.jit(lambda o: sched.lookahead_plan(st, o, params)[0])
+
+
+def _eq22(obs, params, horizon):
+    """jitted plan [H, N] (or held [N]) -> eq. 22 on the persistence forecast of ``obs``."""
+    slots = twin.persistence_slots(obs, horizon)
+    prices = fixed_prices(params)
+    return jax.jit(lambda plan: lookahead.plan_mean_cost(obs, slots, plan, prices, params))
+
+
+def test_dt_mec_cooperative_plan_beats_myopic_and_selfish_when_slots_are_coupled():
+    s = S.replace(**COUPLED)
+    myopic = _plan_fn(s, horizon=1, lookahead="selfish")    # the one-slot best response
+    myopic_coop = _plan_fn(s, horizon=1)
+    selfish = _plan_fn(s, horizon=3, lookahead="selfish", max_rounds=20)
+    coop = _plan_fn(s, horizon=3)
+    prices = fixed_prices(s)
+    strictly, replans = 0, 0
+    for seed in range(4):
+        o, _ = env.reset(jax.random.key(seed), s)
+        value = _eq22(o, s, 3)
+        a1, a1c, a3, plan = myopic(o)[0], myopic_coop(o)[0], selfish(o), coop(o)
+        # The selfish plan holds one option: a Nash equilibrium of the horizon game.
+        np.testing.assert_array_equal(a3, jnp.broadcast_to(a3[0], a3.shape))
+        per_device = lookahead.horizon_costs_fn(o, twin.persistence_slots(o, 3), prices, s)
+        for i in range(8):
+            own = game.own_costs(o, a3[0], i, prices, s, costs_fn=per_device)
+            assert float(own[a3[0, i]]) <= float(jnp.min(own)) * (1 + 1e-5) + 1e-9
+        v = float(value(plan))
+        others = [float(value(a1)), float(value(a1c)), float(value(a3[0]))]
+        assert v <= min(others) * (1 + 1e-6), (seed, v, others)
+        strictly += v < min(others) * (1 - 1e-3)
+        replans += bool(np.any(np.asarray(plan[1:] != plan[0])))
+    # Planning matters: lower than every held plan (offload now, compute locally
+    # later) on instances where a held offload's backlog would grow slot after slot.
+    assert strictly >= 1 and replans >= 1
+
+
+@pytest.mark.parametrize("coupled", [False, True])
+def test_dt_mec_cooperative_plan_is_a_local_optimum_of_eq_22(obs, coupled):
+    s = S.replace(**COUPLED) if coupled else S
+    o = env.reset(jax.random.key(0), s)[0] if coupled else obs
+    plan = _plan_fn(s, horizon=3)(o)
+    value = _eq22(o, s, 3)
+    v = float(value(plan))
+    n_options = s.n_servers + 1
+    moves = [(k, i, c) for k in range(3) for i in range(8) for c in range(n_options)]
+    changed = jnp.stack([plan.at[k, i].set(c) for k, i, c in moves])
+    values = np.asarray(jax.jit(jax.vmap(value))(changed))
+    # No single (slot, device) change lowers eq. 22 (beyond float noise; the descent
+    # moves on relative drops of 1e-7).
+    assert values.min() >= v * (1 - 1e-6), moves[int(values.argmin())]
+    assert values.max() > v * (1 + 1e-3)   # the check is not vacuous: moves do cost
+
+
+S3 = mecjax.Scenario(n_devices=3, n_servers=3, horizon=10)
+
+
+def _exhaustive_gaps(params, seeds):
+    """Relative gaps to the optimum over all 4^6 plans (N = 3, H = 2, M = 3), one per
+    seed: the cooperative plan's, its start's (the better of the held myopic decision
+    and all-local), and whether the optimum is not a held plan."""
+    plans = jnp.array(np.indices((4,) * 6).reshape(6, -1).T.reshape(-1, 2, 3), jnp.int32)
+    coop = _plan_fn(params, horizon=2, max_sweeps=50)
+    myopic = _plan_fn(params, horizon=1, lookahead="selfish")
+    gaps, start_gaps, non_held = [], [], []
+    for seed in seeds:
+        o, _ = env.reset(jax.random.key(seed), params)
+        value = _eq22(o, params, 2)
+        values = jax.jit(jax.vmap(value))(plans)
+        best = int(jnp.argmin(values))
+        opt, got = float(values[best]), float(value(coop(o)))
+        start = min(float(value(myopic(o)[0])), float(value(jnp.zeros(3, jnp.int32))))
+        assert got >= opt * (1 - 1e-6)     # the exhaustive optimum is a lower bound
+        gaps.append((got - opt) / opt)
+        start_gaps.append((start - opt) / opt)
+        non_held.append(bool(np.any(np.asarray(plans[best, 0] != plans[best, 1]))))
+    return np.array(gaps), np.array(start_gaps), np.array(non_held)
+
+
+def test_dt_mec_cooperative_plan_is_optimal_on_tiny_coupled_instances():
+    # Seeds 7 and 17 have an optimum that is not a held plan, which the held myopic
+    # start misses; the descent reached the optimum on all 30 seeds we measured.
+    gaps, start_gaps, non_held = _exhaustive_gaps(S3.replace(**COUPLED), (0, 2, 7, 17))
+    assert non_held.sum() >= 1 and start_gaps.max() > 1e-3
+    assert gaps.max() <= 1e-5, gaps
+
+
+def test_dt_mec_cooperative_plan_gap_when_servers_are_fast():
+    # Table 1's fast servers: nothing carries over, each slot is an assignment problem
+    # whose single-change local optima can miss the optimum by a swap of two devices'
+    # servers. Measured on seeds 0-29: 14 end above the optimum, by at most 15.5 %
+    # (seed 3); with pairwise swaps added to the moves, 1, by 1.3 %. By construction
+    # the descent never ends above its start; on seeds 0, 9 and 20 it ends below
+    # (start gaps 11.6 %, 28.8 %, 21.1 %; plan gaps 0, 7.9 %, 12.3 %).
+    gaps, start_gaps, _ = _exhaustive_gaps(S3, (0, 3, 9, 20))
+    assert np.all(gaps <= start_gaps + 1e-6), (gaps, start_gaps)
+    assert np.sum(gaps < start_gaps - 1e-3) >= 1, (gaps, start_gaps)
+    assert gaps.max() <= 0.16, gaps     # the measured gap, as a regression bound
+
+
+def test_dt_mec_refuses_an_unknown_lookahead():
+    with pytest.raises(ValueError, match="lookahead"):
+        make("dt_mec", lookahead="greedy")
+    with pytest.raises(ValueError, match="max_sweeps"):
+        make("dt_mec", max_sweeps=0)
 
 
 def test_dt_mec_closed_loop_rollout_is_finite_and_feeds_the_twin(obs):

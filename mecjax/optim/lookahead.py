@@ -9,10 +9,15 @@ delays every later task there). Both are propagated here with the
 environment's own update rules (:mod:`mecjax.env.dynamics`), with the mean
 harvest in place of the random one.
 
-The plan over the horizon is a *hold plan*: the offloading vector being
-decided is kept for the H predicted slots (a device commits to its choice
-while the look-ahead cost is computed). Only the first slot's decision is
-executed; the next slot plans again on a fresh prediction (receding horizon).
+A *plan* is an offloading decision per predicted slot, ``[H, N]`` (slot k
+uses ``plan[k]``), so a device may offload now and compute locally later. A
+*hold plan* ``[N]`` is the same decision in every slot (what the selfish
+look-ahead game plays). Only the first slot's decision is executed; the next
+slot plans again on a fresh prediction (receding horizon).
+
+:func:`cooperative_plan` minimises eq. 22 as written, the system's cost
+summed over devices and slots, by coordinate descent over (slot, device)
+pairs (:mod:`mecjax.optim.coordinate`).
 
 ``slots`` is any pytree with ``task_bits`` [H, N], ``task_cycles`` [H, N] and
 ``gain`` [H, N, M] (the twin's :class:`~mecjax.learners.twin.Slots`).
@@ -26,7 +31,7 @@ import jax.numpy as jnp
 from mecjax.config import as_params
 from mecjax.env import dynamics, physics
 from mecjax.env.types import Observation
-from mecjax.optim import objective
+from mecjax.optim import coordinate, objective
 
 
 def predicted_view(obs: Observation, slots, k, battery=None, backlog=None) -> Observation:
@@ -43,15 +48,24 @@ def predicted_view(obs: Observation, slots, k, battery=None, backlog=None) -> Ob
     )
 
 
+def as_plan(offload, horizon: int):
+    """[H, N] the plan ``offload`` stands for: itself if [H, N], a hold plan
+    (the same decision in every slot) if [N]."""
+    offload = jnp.asarray(offload, jnp.int32)
+    return jnp.broadcast_to(offload, (horizon, offload.shape[-1]))
+
+
 def horizon_costs(obs: Observation, slots, offload, prices, params,
                   allocation_rule: str = "equal"):
-    """[H, N] each device's weighted cost in every predicted slot under the hold plan
-    ``offload`` [N], battery and backlog carried from slot to slot (eq. 22's terms)."""
+    """[H, N] each device's weighted cost in every predicted slot under the plan
+    ``offload`` ([H, N], slot k uses ``offload[k]``; or a hold plan [N]), battery
+    and backlog carried from slot to slot (eq. 22's terms)."""
     p = as_params(params)
+    plan = as_plan(offload, slots.task_bits.shape[0])
 
     def slot(carry, xs):
         battery, backlog = carry
-        bits, cycles, gain = xs
+        bits, cycles, gain, offload = xs
         view = obs.replace(task_bits=bits, task_cycles=cycles, gain_observed=gain,
                            battery=battery, backlog=backlog)
         out = objective.outcome_of(view, offload, prices, p, allocation_rule)
@@ -62,7 +76,7 @@ def horizon_costs(obs: Observation, slots, offload, prices, params,
         return (battery, backlog), out.cost
 
     _, costs = jax.lax.scan(slot, (obs.battery, obs.backlog),
-                            (slots.task_bits, slots.task_cycles, slots.gain))
+                            (slots.task_bits, slots.task_cycles, slots.gain, plan))
     return costs
 
 
@@ -72,8 +86,37 @@ def horizon_costs_fn(obs: Observation, slots, prices, params, allocation_rule: s
     return lambda a: jnp.sum(horizon_costs(obs, slots, a, prices, params, allocation_rule), 0)
 
 
+def plan_mean_cost(obs: Observation, slots, plan, prices, params,
+                   allocation_rule: str = "equal"):
+    """Scalar eq. 22 objective of ``plan`` [H, N] (or a hold plan [N]): the
+    device-mean cost summed over the predicted slots."""
+    return jnp.sum(jnp.mean(horizon_costs(obs, slots, plan, prices, params,
+                                          allocation_rule), -1))
+
+
 def horizon_mean_cost(obs: Observation, slots, offload, prices, params,
                       allocation_rule: str = "equal"):
-    """Scalar eq. 22 objective: the device-mean cost summed over the horizon."""
-    return jnp.sum(jnp.mean(horizon_costs(obs, slots, offload, prices, params,
-                                          allocation_rule), -1))
+    """Scalar eq. 22 objective of the hold plan ``offload`` [N] (:func:`plan_mean_cost`)."""
+    return plan_mean_cost(obs, slots, offload, prices, params, allocation_rule)
+
+
+def cooperative_plan(obs: Observation, slots, myopic, prices, params, max_sweeps: int = 10,
+                     allocation_rule: str = "equal"):
+    """``(plan [H, N], value, converged)``: eq. 22 as written, minimised by coordinate
+    descent over (slot, device) pairs (:func:`mecjax.optim.coordinate.coordinate_descent`).
+
+    The descent starts from the better on eq. 22 of the hold plan of ``myopic`` [N]
+    (the one-slot decision) and all-local, and only accepts improving moves, so
+    the plan is never worse than either on the predicted cost. ``converged``:
+    the last sweep changed nothing (a local optimum for single changes).
+    """
+    p = as_params(params)
+    horizon = slots.task_bits.shape[0]
+    value_of = lambda plan: plan_mean_cost(obs, slots, plan, prices, p,  # noqa: E731
+                                           allocation_rule)
+    held = as_plan(myopic, horizon)
+    local = jnp.zeros_like(held)
+    start = jnp.where(value_of(local) < value_of(held), local, held)
+    plan, value, _, converged = coordinate.coordinate_descent(value_of, start,
+                                                              p.n_servers + 1, max_sweeps)
+    return plan, value, converged

@@ -7,18 +7,24 @@ The closed loop of the paper, u^t = pi(s_hat^t), s^{t+1} = E(s^t, u^t):
    its LSTM, whose carry has absorbed every earlier observation, predicts the
    current slot's channel h^t (only h^{t-1} is observed: CSI delay) and the
    tasks and channels of the next ``horizon - 1`` slots (eq. 21);
-2. the decision is the look-ahead best response on those predicted slots:
-   devices revise in turn to the option with the lowest own cost *summed over
-   the horizon* (eq. 22, :mod:`mecjax.optim.lookahead`), battery and server
-   backlog carried from one predicted slot to the next, starting from the
-   look-ahead greedy assignment;
-3. it is executed with the convex optimal bandwidth and CPU shares on the
-   predicted channel; the environment's next observation goes back to step 1.
+2. the decision minimises eq. 22 as written, the system's weighted cost
+   summed over devices and the H predicted slots, over a plan of one
+   decision per (slot, device) (:mod:`mecjax.optim.lookahead`), battery and
+   server backlog carried from one predicted slot to the next: cooperative
+   coordinate descent over (slot, device) pairs, started from the better of
+   the myopic decision (the one-slot best response) held for H slots and
+   all-local. ``lookahead="selfish"`` is the earlier rule instead: devices
+   revise in turn to the option with the lowest *own* cost summed over the
+   horizon, each holding one option for all H slots, starting from the
+   look-ahead greedy assignment (a Nash equilibrium of the horizon game);
+3. the plan's first slot is executed (receding horizon) with the convex
+   optimal bandwidth and CPU shares on the predicted channel; the
+   environment's next observation goes back to step 1.
 
 Prices are fixed at the scenario's initial price (DT-MEC does not price).
 ``forecast="persistence"`` replaces the twin by the last-value forecast (the
-twin's baseline); with it and ``horizon=1`` DT-MEC is the myopic best
-response on the last observation.
+twin's baseline); with it, ``horizon=1`` and ``lookahead="selfish"`` DT-MEC
+is the myopic best response on the last observation.
 
 ``make("dt_mec", checkpoint=run_dir)`` runs a twin trained by
 ``mecjax train twin``, read when built (any N: the forecaster is per device;
@@ -42,6 +48,7 @@ from mecjax.schedulers.base import fixed_prices
 from mecjax.schedulers.learned import LearnedScheduler
 
 FORECASTS = ("twin", "persistence")
+LOOKAHEADS = ("cooperative", "selfish")
 
 
 @struct.dataclass
@@ -63,8 +70,13 @@ def twin_slots(policy, carry, obs, horizon: int, forecast: str, params):
 class DTMEC(LearnedScheduler):
     name = "dt_mec"
     horizon: int = 3          # H slots of look-ahead (eq. 22)
-    max_rounds: int = 5       # best-response rounds per slot
+    max_rounds: int = 5       # best-response rounds per slot (selfish; cooperative's start)
     forecast: str = "twin"
+    lookahead: str = "cooperative"   # eq. 22 as written, or "selfish" (the horizon game)
+    # Coordinate-descent sweeps over the H x N (slot, device) pairs per slot. The
+    # descent usually stops on its own after a few sweeps (a sweep without a move);
+    # the cap bounds the per-slot work of a jitted rollout when it does not.
+    max_sweeps: int = 10
 
     def __post_init__(self):
         if self.horizon < 1 or self.max_rounds < 1:
@@ -72,6 +84,11 @@ class DTMEC(LearnedScheduler):
                              f"must be >= 1")
         if self.forecast not in FORECASTS:
             raise ValueError(f"dt_mec: forecast must be one of {FORECASTS}, got {self.forecast!r}")
+        if self.lookahead not in LOOKAHEADS:
+            raise ValueError(f"dt_mec: lookahead must be one of {LOOKAHEADS}, "
+                             f"got {self.lookahead!r}")
+        if self.max_sweeps < 1:
+            raise ValueError(f"dt_mec: max_sweeps={self.max_sweeps} must be >= 1")
         super().__post_init__()
 
     def learner(self) -> str:
@@ -90,18 +107,29 @@ class DTMEC(LearnedScheduler):
         policy = self.policy(jax.random.fold_in(key, 0), params)
         return DTMECState(policy=policy, carry=twin.init_carry(policy, p.n_devices))
 
-    def plan(self, sched_state, obs, params):
-        """``(offload [N], view, carry)``: the look-ahead best response on the
-        twin's prediction, the predicted current slot and the twin's new carry."""
+    def lookahead_plan(self, sched_state, obs, params):
+        """``(plan [H, N], view, carry)``: the plan over the twin's predicted slots
+        (a hold plan, the same row H times, for ``lookahead="selfish"``), the
+        predicted current slot and the twin's new carry."""
         p = as_params(params)
         prices = fixed_prices(p)
         carry, slots = twin_slots(sched_state.policy, sched_state.carry, obs, self.horizon,
                                   self.forecast, p)
         view = lookahead.predicted_view(obs, slots, 0)
-        costs_fn = lookahead.horizon_costs_fn(obs, slots, prices, p)
-        offload, _, _ = game.best_response(view, prices, p, max_rounds=self.max_rounds,
-                                           costs_fn=costs_fn)
-        return offload, view, carry
+        if self.lookahead == "selfish":
+            costs_fn = lookahead.horizon_costs_fn(obs, slots, prices, p)
+            offload, _, _ = game.best_response(view, prices, p, max_rounds=self.max_rounds,
+                                               costs_fn=costs_fn)
+            return lookahead.as_plan(offload, self.horizon), view, carry
+        myopic, _, _ = game.best_response(view, prices, p, max_rounds=self.max_rounds)
+        plan, _, _ = lookahead.cooperative_plan(obs, slots, myopic, prices, p, self.max_sweeps)
+        return plan, view, carry
+
+    def plan(self, sched_state, obs, params):
+        """``(offload [N], view, carry)``: the first slot of :meth:`lookahead_plan`
+        (the decision executed: receding horizon)."""
+        plan, view, carry = self.lookahead_plan(sched_state, obs, params)
+        return plan[0], view, carry
 
     def act(self, key, sched_state, obs, params):
         offload, view, carry = self.plan(sched_state, obs, params)
@@ -109,4 +137,4 @@ class DTMEC(LearnedScheduler):
         return decision, sched_state.replace(carry=carry)
 
 
-__all__ = ["DTMEC", "DTMECState", "twin_slots"]
+__all__ = ["DTMEC", "DTMECState", "LOOKAHEADS", "twin_slots"]
