@@ -19,13 +19,14 @@ CONFIG = Path(__file__).resolve().parent / "configs" / "reproduce.toml"
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    instances: int = 32
-    slots: int = 25
+    instances: int = 16
+    slots: int = 10
     seed: int = 0
     sizes: tuple[int, ...] = paper.SIZES
     n_servers: int = 3
     methods: tuple[str, ...] | None = None  # scheduler names to run (default: all)
     ablation_size: int | None = 100         # N of Table 5 (None: skip the ablation)
+    variant_methods: bool = False           # also the paper methods' variants (paper.VARIANT_METHODS)
 
     @classmethod
     def from_config(cls, profile: str = "default", path: Path = CONFIG) -> "Settings":
@@ -120,8 +121,11 @@ def learned_checkpoint(method: str, n: int, root: str) -> tuple[dict, dict] | No
 def plan_cells(settings: Settings, ckpt_root: str):
     """``(todo, missing)``: todo holds (key, label, scheduler, N, options, flags, identity)."""
     todo, missing = [], []
+    variants = set(paper.VARIANT_METHODS.values())
     for label, name in methods_in_order():
         if settings.methods is not None and name not in settings.methods:
+            continue
+        if name in variants and settings.methods is None and not settings.variant_methods:
             continue
         if name not in available():
             missing.append(label)

@@ -23,6 +23,14 @@ from eval import paper
 from eval.plan import VARIANTS, Settings, methods_in_order
 
 
+def _rows(cells) -> list[tuple[str, str]]:
+    """(label, name) of the table rows: every method, but a paper method's variant only
+    where it was run (they run with ``variant_methods``, e.g. in ``--full``)."""
+    variants = set(paper.VARIANT_METHODS.values())
+    return [(label, name) for label, name in methods_in_order()
+            if name not in variants or any(key[0] == name for key in cells)]
+
+
 def _fmt(metric: str, value: float) -> str:
     return f"{value:.1f}" if metric == "latency_ms" else f"{value:.3f}"
 
@@ -31,7 +39,7 @@ def _table(metric: str, cells, settings: Settings) -> list[str]:
     number, title = paper.TABLE_TITLES[metric]
     head = "| method | " + " | ".join(f"N={n} measured (95% CI) | paper" for n in settings.sizes) + " |"
     lines = [f"### {number}: {title}", "", head, "|---|" + "---|---|" * len(settings.sizes)]
-    for label, name in methods_in_order():
+    for label, name in _rows(cells):
         row = [label]
         for i, n in enumerate(settings.sizes):
             ref = paper.TABLES[metric].get(name)

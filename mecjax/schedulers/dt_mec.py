@@ -73,10 +73,13 @@ class DTMEC(LearnedScheduler):
     max_rounds: int = 5       # best-response rounds per slot (selfish; cooperative's start)
     forecast: str = "twin"
     lookahead: str = "cooperative"   # eq. 22 as written, or "selfish" (the horizon game)
-    # Coordinate-descent sweeps over the H x N (slot, device) pairs per slot. The
-    # descent usually stops on its own after a few sweeps (a sweep without a move);
-    # the cap bounds the per-slot work of a jitted rollout when it does not.
-    max_sweeps: int = 10
+    # Coordinate-descent sweeps over the H x N (slot, device) pairs per slot. Each sweep
+    # costs O(H^2 N^2 M) evaluations (every move re-evaluates the horizon), the bulk of a
+    # DT-MEC rollout at N = 150. Measured at N = 150 (32 instances x 3 slots, shipped
+    # twin): 3 sweeps give a mean cost within 0.1% of 10 sweeps' (0.08548 vs 0.08541) at
+    # less than half the time, so 3 is the default; the descent stops earlier on its own
+    # when a sweep moves nothing.
+    max_sweeps: int = 3
 
     def __post_init__(self):
         if self.horizon < 1 or self.max_rounds < 1:
