@@ -20,7 +20,7 @@ CONFIG = Path(__file__).resolve().parent / "configs" / "reproduce.toml"
 @dataclasses.dataclass(frozen=True)
 class Settings:
     instances: int = 16
-    slots: int = 5
+    slots: int = 10
     seed: int = 0
     sizes: tuple[int, ...] = paper.SIZES
     n_servers: int = 3
