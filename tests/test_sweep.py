@@ -11,6 +11,7 @@ import pytest
 
 from eval import sweep
 from mecjax.cli import main
+from mecjax.rollout import METRICS
 
 SHARDED_SCRIPT = textwrap.dedent("""
     import json, sys
@@ -86,7 +87,7 @@ def test_sweep_writes_streams_and_resumes(tmp_path, monkeypatch):
     assert [c["summary"] for c in first] == [c["summary"] for c in second]
     rows = (tmp_path / "sweep.csv").read_text().strip().splitlines()
     assert rows[0].startswith("scheduler,n_devices,metric")
-    assert len(rows) == 1 + 4 * 9
+    assert len(rows) == 1 + 4 * len(METRICS)   # one row per cell and metric
     record = json.loads((tmp_path / "sweep.json").read_text())
     assert len(record["cells"]) == 4
     assert (tmp_path / "sweep.png").stat().st_size > 1000
