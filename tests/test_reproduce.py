@@ -87,3 +87,18 @@ def test_reproduce_config_file_matches_the_defaults_and_full_is_paper_scale():
     assert Settings.from_config("default") == Settings()
     full = Settings.full()
     assert (full.instances, full.slots) == (256, 100) and full.sizes == Settings().sizes
+
+
+def test_cells_run_in_worker_processes_equal_those_run_in_process(tmp_path):
+    # `mecjax reproduce` runs two cells at once in spawned processes by default; every
+    # cell's numbers must not depend on that.
+    settings = Settings(instances=2, slots=2, sizes=(5,), methods=("local", "greedy"),
+                        ablation_size=None)
+    one = reproduce(settings, out_dir=tmp_path / "one", log=lambda *_: None, workers=1)
+    two = reproduce(settings, out_dir=tmp_path / "two", log=lambda *_: None, workers=2)
+    strip = {k: {f: v for f, v in c.items() if f != "wall_s"} for k, c in one["cells"].items()}
+    assert list(one["cells"]) == list(two["cells"]) == ["local@5", "greedy@5"]
+    assert strip == {k: {f: v for f, v in c.items() if f != "wall_s"}
+                     for k, c in two["cells"].items()}
+    assert (tmp_path / "one" / "paper_tables.csv").read_text() == \
+        (tmp_path / "two" / "paper_tables.csv").read_text()
