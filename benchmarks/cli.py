@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from mecjax.cli import int_list
+from mecjax.outputs import UserError
+from mecjax.cli import int_list, run_program
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.repeats < 1:
-        raise SystemExit(f"mecjax bench: --repeats {args.repeats} must be >= 1")
+        raise UserError(f"--repeats {args.repeats} must be >= 1")
     out = None if args.no_write else args.out
     if args.what == "env":
         from benchmarks.env import bench_env
@@ -65,4 +66,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_program("bench", main))

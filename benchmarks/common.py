@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from mecjax.cli import write_text_atomic
+from mecjax.outputs import write_text_atomic
 
 
 def best_time(fn, repeats: int, time_limit_s: float = float("inf")) -> float:

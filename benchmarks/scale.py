@@ -22,20 +22,13 @@ import jax
 import numpy as np
 
 from mecjax import env
-from mecjax.cli import write_text_atomic
+from mecjax.outputs import write_text_atomic
+from mecjax.preflight import compiled_bytes
 from benchmarks.common import best_time, machine_description
 from benchmarks.env import jax_reset, jax_rollout
 from mecjax.config import Scenario
 from mecjax.optim import objective, qio
 from mecjax.schedulers.base import fixed_prices
-
-
-def _memory_bytes(compiled) -> int | None:
-    try:
-        m = compiled.memory_analysis()
-        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
-    except Exception:  # not every backend reports it
-        return None
 
 
 def _time_compiled(compiled, args, repeats: int) -> float:
@@ -51,7 +44,7 @@ def env_point(n: int, batch: int, slots: int, repeats: int) -> dict:
     t = _time_compiled(compiled, (keys, states), repeats)
     return {"kind": "env", "n_devices": n, "batch": batch, "slots": slots,
             "seconds_per_slot": t / slots, "device_steps_per_s": n * batch * slots / t,
-            "memory_bytes": _memory_bytes(compiled)}
+            "memory_bytes": compiled_bytes(compiled)}
 
 
 @partial(jax.jit, static_argnums=(1, 2))
@@ -72,7 +65,7 @@ def qio_point(n: int, batch: int, iterations: int, repeats: int) -> dict:
     t = _time_compiled(compiled, (obs,), repeats)
     return {"kind": "qio", "n_devices": n, "batch": batch, "iterations": iterations,
             "seconds_per_decision_batch": t, "decisions_per_s": batch / t,
-            "memory_bytes": _memory_bytes(compiled)}
+            "memory_bytes": compiled_bytes(compiled)}
 
 
 def growth_exponent(sizes, seconds, fit_from: int) -> float:
@@ -81,7 +74,7 @@ def growth_exponent(sizes, seconds, fit_from: int) -> float:
     return float(np.polyfit(x, y, 1)[0]) if len(x) >= 2 else float("nan")
 
 
-def _available_memory_bytes() -> int:
+def _availablecompiled_bytes() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
     except (ValueError, OSError):
@@ -96,7 +89,7 @@ def bench_scale(ns=(50, 150, 500, 1500, 5000, 10000), env_batch: int = 16,
                 out_dir: str | None = "results/benchmarks", log=print) -> dict:
     """Run the four scaling series; print tables; write md/json/png."""
     t_start = time.perf_counter()
-    memory_cap = memory_fraction * _available_memory_bytes()
+    memory_cap = memory_fraction * _availablecompiled_bytes()
     rows = {"env_n": [], "env_b": [], "qio_n": [], "qio_b": []}
 
     def slots_for(n, b):

@@ -8,7 +8,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from mecjax.cli import write_text_atomic
+from mecjax.outputs import write_text_atomic
 
 
 def digest(config: dict) -> str:

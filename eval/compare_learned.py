@@ -10,7 +10,8 @@ from pathlib import Path
 
 import jax
 
-from mecjax.cli import int_list, write_text_atomic
+from mecjax.cli import int_list, run_program
+from mecjax.outputs import UserError, write_text_atomic
 from mecjax.config import Scenario
 from mecjax.rollout import rollout
 from mecjax.schedulers import available, make
@@ -97,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for name in ("instances", "slots"):
         if getattr(args, name) < 1:
-            raise SystemExit(f"mecjax compare-learned: --{name} {getattr(args, name)} must be >= 1")
+            raise UserError(f"--{name} {getattr(args, name)} must be >= 1")
     run(sizes=args.sizes or (50, 150), instances=args.instances, slots=args.slots,
         ckpt_root=args.root, out_dir=args.out)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_program("compare-learned", main))

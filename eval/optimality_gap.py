@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mecjax.cli import write_text_atomic
+from mecjax.cli import run_program
+from mecjax.outputs import UserError, write_text_atomic
 from mecjax.config import Scenario
 from mecjax.env import env
 from mecjax.optim import exact, objective, separable
@@ -202,11 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.slots < 1:
             raise ValueError(f"--slots {args.slots} must be >= 1")
     except ValueError as err:
-        raise SystemExit(f"mecjax optgap: {err}")
+        raise UserError(str(err)) from None
     run(n_devices=args.n_devices, n_servers=args.n_servers, n_slots=args.slots, seed=args.seed,
         out_dir=args.out)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_program("optgap", main))

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from mecjax import __version__
-from mecjax.cli import write_text_atomic
+from mecjax.outputs import write_text_atomic
 from mecjax.config import Scenario
 from mecjax.schedulers import available
 from mecjax.stats import mean_ci, paired_diff_ci

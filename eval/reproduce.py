@@ -28,8 +28,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from mecjax.outputs import UserError
 from mecjax import __version__
-from mecjax.cli import int_list, profiled
+from mecjax.cli import int_list, profiled, run_program
 from mecjax.config import Scenario
 from mecjax.learners import twin
 from mecjax.rollout import rollout
@@ -252,11 +253,11 @@ def main(argv: list[str] | None = None) -> int:
                                        ("seed", args.seed), ("sizes", args.sizes))
                      if v is not None})
     except ValueError as err:
-        raise SystemExit(f"mecjax reproduce: {err}")
+        raise UserError(str(err)) from None
     with profiled(args.profile):
         reproduce(settings, out_dir=args.out, cache_dir=args.cache, workers=workers)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_program("reproduce", main))

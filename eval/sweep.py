@@ -22,8 +22,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from mecjax.outputs import UserError
 from mecjax import __version__
-from mecjax.cli import profiled
+from mecjax.cli import profiled, run_program
 from mecjax.config import Scenario
 from mecjax.rollout import METRICS, rollout
 from mecjax.schedulers import available, make
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             for v in values:
                 Scenario(**{name: v})  # names the invalid field and its allowed range
     except ValueError as err:
-        raise SystemExit(f"mecjax sweep: {err}")
+        raise UserError(str(err)) from None
     spec = SweepSpec(schedulers=names, grid=grid, instances=args.instances, slots=args.slots,
                      seed=args.seed)
     with profiled(args.profile):
@@ -230,4 +231,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_program("sweep", main))

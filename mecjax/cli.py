@@ -20,7 +20,9 @@ checkout's root. The launcher finds the checkout from the installed package
 checkout has the library only, and the launcher says so.
 
 This module also holds the few helpers every program shares (argument
-parsing, the compilation cache, profiling).
+parsing, the compilation cache, profiling, one-line errors: a program raises
+:class:`mecjax.outputs.UserError` and :func:`run_program` prints it as
+``mecjax COMMAND: message`` with exit status 2; ``--debug`` keeps the traceback).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import importlib
 import os
 import sys
 from pathlib import Path
+
+from mecjax.outputs import UserError
 
 COMMANDS = {
     "train": ("train.run", "train a learned scheduler, with checkpoints and resume"),
@@ -107,16 +111,6 @@ def profiled(trace_dir: str | None):
     print(f"profile trace written under {trace_dir}")
 
 
-def write_text_atomic(path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so that a reader
-    (or a crash) never sees a torn file and an old file survives a failed write."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------- the launcher
 
 
@@ -152,6 +146,35 @@ def _usage() -> str:
             "commands:\n" + "\n".join(lines))
 
 
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def is_user_error(err: BaseException) -> bool:
+    """A :class:`UserError`, or a checkpoint that does not fit or is corrupt."""
+    ckpt = sys.modules.get("mecjax.checkpoint")   # loaded if a checkpoint could be the cause
+    kinds = (UserError,) + ((ckpt.CheckpointCorruptError, ckpt.CheckpointMismatchError)
+                            if ckpt else ())
+    return isinstance(err, kinds)
+
+
+def run_program(command: str, program_main, argv: list[str] | None = None) -> int:
+    """Run a program's ``main(argv)`` the way the launcher does: a user error (a bad
+    flag value, a busy or wrong path, a checkpoint that does not fit or is corrupt)
+    prints ``mecjax COMMAND: message`` on one line and returns 2; ``--debug`` (anywhere
+    in ``argv``) keeps the traceback instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return int(program_main(argv) or 0)
+    except Exception as err:
+        if debug or not is_user_error(err):
+            raise
+        print(f"mecjax {command}: {_one_line(err)}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -163,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     program = load_program(command)
     enable_compilation_cache()
-    return int(program.main(rest) or 0)
+    return run_program(command, program.main, rest)
 
 
 if __name__ == "__main__":

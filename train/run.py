@@ -21,8 +21,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from mecjax.outputs import UserError
 from mecjax import checkpoint as ckpt
-from mecjax.cli import parse_sets, profiled
+from mecjax.cli import parse_sets, profiled, run_program
 from mecjax.config import Scenario
 from mecjax.learners.base import Learner, get_learner, train_chunk
 from mecjax.learners.store import run_config
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.updates < 1 or args.chunk < 1:
             raise ValueError(f"--updates {args.updates} and --chunk {args.chunk} must be >= 1")
     except ValueError as err:
-        raise SystemExit(f"mecjax train: {err}")
+        raise UserError(str(err)) from None
     run_dir = args.run_dir or f"runs/{args.method}_N{args.n_devices}"
     with profiled(args.profile):
         train(learner, scenario, run_dir, total_updates=args.updates, chunk=args.chunk,
@@ -145,4 +146,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_program("train", main))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from mecjax.cli import int_list
+from mecjax.outputs import UserError
+from mecjax.cli import int_list, run_program
 from mecjax.config import Scenario
 from mecjax.learners.base import get_learner
 from mecjax.learners.store import export_policy
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(SHIPPED_ORDER)}")
         recipes = {m: load_recipe(m) for m in methods}
     except ValueError as err:
-        raise SystemExit(f"mecjax train-shipped: {err}")
+        raise UserError(str(err)) from None
     for method in methods:
         recipe = recipes[method]
         # The twin is per device: one size serves every N, whatever --sizes says.
@@ -55,4 +56,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_program("train-shipped", main))
