@@ -19,32 +19,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mecjax import env
 from mecjax.config import Scenario
 from mecjax.optim import separable
+from mecjax.rollout import rollout_instance
 from mecjax.schedulers import make
 from mecjax.schedulers.base import fixed_prices
 
 
+def _planned_and_bound(obs, decision, s: Scenario, fw_iterations: int) -> dict:
+    """The slot's planned cost of ``decision`` and the bound on the slot's optimum."""
+    terms = separable.slot_terms(obs, fixed_prices(s), s)
+    return {"planned": separable.separable_mean_cost(terms, decision.offload),
+            "bound": separable.relaxation_bound(terms, fw_iterations)}
+
+
 def _instance_gaps(key, s: Scenario, slots: int, fw_iterations: int):
     """[T] planned cost and [T] bound along one instance's cooperative trajectory."""
-    sched = make("cooperative")
-    k_reset, k_sched, k_env, k_act = jax.random.split(key, 4)   # as mecjax.rollout does
-    obs, state = env.reset(k_reset, s)
-    prices = fixed_prices(s)
-
-    def slot(carry, t):
-        obs, state, sched_state = carry
-        decision, sched_state = sched.act(jax.random.fold_in(k_act, t), sched_state, obs, s)
-        terms = separable.slot_terms(obs, prices, s)
-        planned = separable.separable_mean_cost(terms, decision.offload)
-        bound = separable.relaxation_bound(terms, fw_iterations)
-        obs, state, _, _, _ = env.step(jax.random.fold_in(k_env, t), state, decision, s)
-        return (obs, state, sched_state), (planned, bound)
-
-    _, (planned, bound) = jax.lax.scan(slot, (obs, state, sched.init(k_sched, s)),
-                                       jnp.arange(slots))
-    return planned, bound
+    per_slot = rollout_instance(make("cooperative"), s, key, slots,
+                                probe=partial(_planned_and_bound, fw_iterations=fw_iterations))
+    return per_slot["planned"], per_slot["bound"]
 
 
 @partial(jax.jit, static_argnums=(1, 2, 3, 4))

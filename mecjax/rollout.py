@@ -27,10 +27,15 @@ METRICS = ("latency_ms", "energy_j", "throughput_mbps", "fairness", "utility", "
            "welfare_cost", "revenue", "offload_fraction", "invalid_decision")
 
 
-def rollout_instance(scheduler: Scheduler, params, key: jax.Array,
-                     n_slots: int) -> dict[str, jax.Array]:
+def rollout_instance(scheduler: Scheduler, params, key: jax.Array, n_slots: int,
+                     probe=None) -> dict[str, jax.Array]:
     """Per-slot metrics ``{name: [T]}`` of ``scheduler`` on the one instance of
-    ``key`` (traceable; :func:`rollout` vmaps it over ``split(key, B)``)."""
+    ``key`` (traceable; :func:`rollout` vmaps it over ``split(key, B)``).
+
+    ``probe(obs, decision, params) -> {name: scalar}``, if given, adds per-slot
+    quantities computed from each slot's observation and decision (e.g. a bound on
+    the slot's optimum) to the metrics, on the very trajectory the metrics describe.
+    """
     k_reset, k_sched, k_env, k_act = jax.random.split(key, 4)
     obs, state = env.reset(k_reset, params)
     sched_state = scheduler.init(k_sched, params)
@@ -42,7 +47,10 @@ def rollout_instance(scheduler: Scheduler, params, key: jax.Array,
                                                     params)
         sched_state = scheduler.observe(sched_state, Transition(obs, decision, reward, next_obs, info),
                                         params)
-        return (next_obs, state, sched_state), {k: info[k].astype(jnp.float32) for k in METRICS}
+        out = {k: info[k].astype(jnp.float32) for k in METRICS}
+        if probe is not None:
+            out.update(probe(obs, decision, params))
+        return (next_obs, state, sched_state), out
 
     _, per_slot = jax.lax.scan(slot, (obs, state, sched_state), jnp.arange(n_slots))
     return per_slot
