@@ -4,7 +4,6 @@ Markdown table and the (atomic) writing of ``OUT/<stem>.md`` and ``.json``."""
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from mecjax.outputs import write_text_atomic
+from mecjax.outputs import write_json_atomic, write_text_atomic
 
 
 def best_time(fn, repeats: int, time_limit_s: float = float("inf")) -> float:
@@ -61,9 +60,10 @@ def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
 
 
 def write_record(out_dir, stem: str, record: dict, markdown: str) -> None:
-    """Write ``OUT/stem.json`` (the record, with the machine) and ``OUT/stem.md``."""
+    """Write ``OUT/stem.json`` (the record, with the machine; strict JSON: a value that
+    could not be measured is null) and ``OUT/stem.md``, each atomically."""
     out = Path(out_dir)
-    write_text_atomic(out / f"{stem}.json", json.dumps(record, indent=2))
+    write_json_atomic(out / f"{stem}.json", record)
     write_text_atomic(out / f"{stem}.md", markdown.rstrip() + "\n")
 
 

@@ -9,11 +9,7 @@ precision) from its own ``Generator`` draws.
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from functools import partial
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp

@@ -24,10 +24,8 @@ generation costs the same.
 
 from __future__ import annotations
 
-import json
 import time
 from functools import partial
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp

@@ -8,7 +8,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from mecjax.outputs import write_text_atomic
+from mecjax.outputs import write_json_atomic
 
 
 def digest(config: dict) -> str:
@@ -30,5 +30,8 @@ def load_cell(path: Path, config: dict) -> dict | None:
 
 
 def save_cell(path: Path, cell: dict) -> None:
-    """Write atomically: an interrupted write never leaves a half cell."""
-    write_text_atomic(path, json.dumps(cell, indent=2))
+    """Write atomically, as strict JSON (a non-finite value is ``null``): an interrupted
+    write never leaves a half cell."""
+    write_json_atomic(path, cell)
+
+

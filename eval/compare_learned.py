@@ -1,17 +1,20 @@
 """Learned schedulers (shipped checkpoints) against the references, on fresh
-evaluation instances. Writes ``results/learned_vs_references.md`` and ``.json``."""
+evaluation instances. Writes ``results/learned_vs_references.md`` and ``.json``
+(strict JSON, each file atomically), holding the output directory's lock for the
+whole job; the flags are checked before anything runs."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import time
 from pathlib import Path
 
 import jax
 
 from mecjax.cli import int_list, run_program
-from mecjax.outputs import UserError, write_text_atomic
+from mecjax.outputs import (UserError, check_output_dir, lock_output_dir, write_json_atomic,
+                            write_text_atomic)
 from mecjax.config import Scenario
 from mecjax.rollout import rollout
 from mecjax.schedulers import available, make
@@ -23,8 +26,35 @@ REFERENCES = ("random", "nearest", "greedy", "best_response", "qio_mec")
 SHOWN = ("mean_cost", "latency_ms", "energy_j", "fairness")
 
 
+def validate(sizes, instances: int, slots: int, seed: int, ckpt_root: str) -> None:
+    """Raise :class:`UserError` naming the first argument out of range."""
+    for name, value in (("instances", instances), ("slots", slots)):
+        if not isinstance(value, int) or value < 1:
+            raise UserError(f"--{name} {value} must be an integer >= 1")
+    if not sizes or any(not isinstance(n, int) or n < 1 for n in sizes):
+        raise UserError(f"--sizes {sizes} must be positive device counts")
+    if not 0 <= seed < 2 ** 32:
+        raise UserError(f"seed {seed} must be in [0, 2**32)")
+    if not Path(ckpt_root).is_dir():
+        raise UserError(f"--root {ckpt_root} is not a directory of checkpoints")
+    for n in sizes:
+        try:
+            Scenario(n_devices=n, horizon=slots)
+        except ValueError as err:
+            raise UserError(f"--sizes {n}: {err}") from None
+
+
 def run(sizes=(50, 150), instances: int = 32, slots: int = 20, seed: int = 1234,
         ckpt_root: str = SHIPPED_ROOT, out_dir: str | None = "results", log=print) -> dict:
+    """Every learned method and reference at each N; with ``out_dir``, the report is
+    written there under the directory's lock (held from before the first rollout)."""
+    validate(sizes, instances, slots, seed, ckpt_root)
+    with (lock_output_dir(out_dir, "mecjax compare-learned", "--out") if out_dir
+          else contextlib.nullcontext()):
+        return _run(sizes, instances, slots, seed, ckpt_root, out_dir, log)
+
+
+def _run(sizes, instances, slots, seed, ckpt_root, out_dir, log) -> dict:
     t0 = time.perf_counter()
     table: dict[int, dict[str, dict | None]] = {}
     for n in sizes:
@@ -48,7 +78,7 @@ def run(sizes=(50, 150), instances: int = 32, slots: int = 20, seed: int = 1234,
               "table": {str(n): v for n, v in table.items()}, "wall_s": time.perf_counter() - t0}
     if out_dir:
         out = Path(out_dir)
-        write_text_atomic(out / "learned_vs_references.json", json.dumps(result, indent=2))
+        write_json_atomic(out / "learned_vs_references.json", result)
         write_text_atomic(out / "learned_vs_references.md", format_markdown(result))
     return result
 
@@ -86,7 +116,7 @@ def format_markdown(result: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
     cl = argparse.ArgumentParser(prog="mecjax compare-learned",
                                  description="shipped learned schedulers vs the references")
-    cl.add_argument("--sizes", type=int_list, help="device counts (default 50,150)")
+    cl.add_argument("--sizes", help="device counts (default 50,150)")
     cl.add_argument("--instances", type=int, default=32)
     cl.add_argument("--slots", type=int, default=20)
     cl.add_argument("--root", default=SHIPPED_ROOT)
@@ -96,11 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("instances", "slots"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} {getattr(args, name)} must be >= 1")
-    run(sizes=args.sizes or (50, 150), instances=args.instances, slots=args.slots,
-        ckpt_root=args.root, out_dir=args.out)
+    try:
+        sizes = int_list(args.sizes) if args.sizes is not None else (50, 150)
+    except argparse.ArgumentTypeError as err:
+        raise UserError(f"--sizes: {err}") from None
+    check_output_dir(args.out, "--out")
+    run(sizes=sizes, instances=args.instances, slots=args.slots, ckpt_root=args.root,
+        out_dir=args.out)
     return 0
 
 

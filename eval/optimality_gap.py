@@ -5,13 +5,15 @@ method decides on the observation; its decision's mean weighted cost on that
 observation is compared with the exact optimum's (all (M+1)^N vectors, each
 with the closed-form optimal allocation). QIO is also compared with random
 search given the same number of objective evaluations. Writes
-``results/optimality_gap.md`` and ``.json``.
+``results/optimality_gap.md`` and ``.json`` (strict JSON, each file atomically),
+holding the output directory's lock for the whole job; the flags are checked
+before anything runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import time
 from functools import partial
 from pathlib import Path
@@ -21,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mecjax.cli import run_program
-from mecjax.outputs import UserError, write_text_atomic
+from mecjax.outputs import (UserError, check_output_dir, lock_output_dir, write_json_atomic,
+                            write_text_atomic)
 from mecjax.config import Scenario
 from mecjax.env import env
 from mecjax.optim import exact, objective, separable
@@ -87,9 +90,31 @@ def _random_search_costs(s: Scenario, keys, evaluations: int):
     return jax.vmap(one)(keys)
 
 
+def validate(n_devices: int, n_servers: int, n_slots: int, seed: int) -> Scenario:
+    """The scenario of the run; :class:`UserError` naming the first argument out of range."""
+    if not isinstance(n_slots, int) or n_slots < 1:
+        raise UserError(f"--slots {n_slots} must be an integer >= 1")
+    # Keys are 32-bit without x64: seed 2**32 would silently equal seed 0.
+    if not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+        raise UserError(f"--seed {seed} must be an integer in [0, 2**32)")
+    try:
+        return Scenario(n_devices=n_devices, n_servers=n_servers)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
 def run(n_devices: int = 8, n_servers: int = 3, n_slots: int = 64, seed: int = 0,
         out_dir: str | None = "results", log=print) -> dict:
-    s = Scenario(n_devices=n_devices, n_servers=n_servers)
+    """The gaps of every method; with ``out_dir``, the report is written there under the
+    directory's lock (held from before the first computation)."""
+    s = validate(n_devices, n_servers, n_slots, seed)
+    with (lock_output_dir(out_dir, "mecjax optgap", "--out") if out_dir
+          else contextlib.nullcontext()):
+        return _run(s, n_devices, n_servers, n_slots, seed, out_dir, log)
+
+
+def _run(s: Scenario, n_devices: int, n_servers: int, n_slots: int, seed: int, out_dir,
+         log) -> dict:
     keys = jax.random.split(jax.random.key(seed), n_slots)
     t0 = time.perf_counter()
     best = np.asarray(_exact_costs(s, keys), np.float64)
@@ -181,7 +206,7 @@ def format_markdown(result: dict) -> str:
 
 
 def write(result: dict, out_dir: Path) -> None:
-    write_text_atomic(out_dir / "optimality_gap.json", json.dumps(result, indent=2))
+    write_json_atomic(out_dir / "optimality_gap.json", result)
     write_text_atomic(out_dir / "optimality_gap.md", format_markdown(result))
 
 
@@ -198,12 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        Scenario(n_devices=args.n_devices, n_servers=args.n_servers)
-        if args.slots < 1:
-            raise ValueError(f"--slots {args.slots} must be >= 1")
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    validate(args.n_devices, args.n_servers, args.slots, args.seed)
+    check_output_dir(args.out, "--out")
     run(n_devices=args.n_devices, n_servers=args.n_servers, n_slots=args.slots, seed=args.seed,
         out_dir=args.out)
     return 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import platform
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import jax
 import numpy as np
 
 from mecjax import __version__
-from mecjax.outputs import write_text_atomic
+from mecjax.outputs import UserError, dumps_strict, write_files_atomic
 from mecjax.config import Scenario
 from mecjax.schedulers import available
 from mecjax.stats import mean_ci, paired_diff_ci
@@ -178,7 +177,19 @@ def comparison_notes(cells, settings: Settings) -> list[str]:
 
 
 def write_outputs(result: dict, cells, settings: Settings, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the tables (Markdown, CSV, strict JSON), the README summary and the figures
+    under ``out``, all or none (:func:`write_files_atomic`); a failed write is a one-line
+    :class:`UserError` saying the previous report is intact."""
+    files = render_outputs(result, cells, settings, Path(out))
+    try:
+        write_files_atomic(files)
+    except OSError as err:
+        raise UserError(f"could not write the report under {out} ({err.strerror or err}); "
+                        f"the previous tables and figures are unchanged") from err
+
+
+def render_outputs(result: dict, cells, settings: Settings, out: Path) -> dict:
+    """``{path: bytes}`` of every file of the report under ``out`` (nothing written)."""
     s = Scenario()
     lines = [
         "# The paper's tables, measured by mecjax",
@@ -216,7 +227,7 @@ def write_outputs(result: dict, cells, settings: Settings, out: Path) -> None:
               f"Scenario defaults: bandwidth {s.bandwidth_hz / 1e6:g} MHz per server, noise "
               f"{s.noise_w:g} W, server CPU {s.server_cpu_hz / 1e9:g} GHz, cost weights alpha "
               f"{s.alpha:g}, beta {s.beta:g}, gamma {s.gamma:g}.", ""]
-    write_text_atomic(out / "paper_tables.md", "\n".join(lines))
+    files = {out / "paper_tables.md": "\n".join(lines).encode()}
 
     buf = io.StringIO(newline="")
     w = csv.writer(buf)
@@ -226,26 +237,35 @@ def write_outputs(result: dict, cells, settings: Settings, out: Path) -> None:
             ref = paper.TABLES.get(metric, {}).get(name)
             ref_v = ref[paper.SIZES.index(n)] if ref and n in paper.SIZES else ""
             w.writerow([name, n, metric, f"{m['mean']:.6g}", f"{m['ci95']:.6g}", ref_v])
-    write_text_atomic(out / "paper_tables.csv", buf.getvalue())
+    files[out / "paper_tables.csv"] = buf.getvalue().encode()
 
     meta = dict(result)
     meta["versions"] = {"mecjax": __version__, "jax": jax.__version__, "numpy": np.__version__,
                         "python": platform.python_version(), "backend": jax.default_backend()}
     meta["scenario_defaults"] = dataclasses.asdict(Scenario())
-    write_text_atomic(out / "paper_tables.json", json.dumps(meta, indent=2))
-    write_text_atomic(out / "summary.md",
-                      "\n".join(summary_table(cells, settings, out / "summary.md")) + "\n")
-    write_figures(cells, settings, out / "figures")
-    write_ablation_figure(cells, settings, out / "figures")
+    # Strict JSON: a metric that could not be measured (NaN) is null.
+    files[out / "paper_tables.json"] = dumps_strict(meta, indent=2).encode()
+    files[out / "summary.md"] = \
+        ("\n".join(summary_table(cells, settings, out / "summary.md")) + "\n").encode()
+    files.update(render_figures(cells, settings, out / "figures"))
+    files.update(render_ablation_figure(cells, settings, out / "figures"))
+    return files
 
 
-def write_figures(cells, settings: Settings, fig_dir: Path) -> None:
+def _png(fig, dpi: int = 120) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def render_figures(cells, settings: Settings, fig_dir: Path) -> dict:
+    """``{path: PNG bytes}`` of Figures 4-6 under ``fig_dir`` (nothing written)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
     specs = (("latency_ms", "fig4_latency.png", "Figure 4: latency (ms)"),
              ("energy_j", "fig5_energy.png", "Figure 5: energy per task (J)"),
              ("fairness", "fig6_fairness.png", "Figure 6: Jain fairness"))
@@ -269,8 +289,9 @@ def write_figures(cells, settings: Settings, fig_dir: Path) -> None:
         ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(fig_dir / fname, dpi=120)
+        files[fig_dir / fname] = _png(fig)
         plt.close(fig)
+    return files
 
 
 def summary_table(cells, settings: Settings, path="results/summary.md") -> list[str]:
@@ -403,16 +424,16 @@ def forecast_notes(skill: dict | None) -> list[str]:
             f"MSE(persistence). Tasks are scaled to [0, 1] by their ranges.", ""]
 
 
-def write_ablation_figure(cells, settings: Settings, fig_dir: Path) -> None:
+def render_ablation_figure(cells, settings: Settings, fig_dir: Path) -> dict:
+    """``{path: PNG bytes}`` of the Table 5 figure (empty without ablation cells)."""
     rows = [(v, c) for v, c in _ablation_rows(cells, settings) if c is not None]
     if not rows:
-        return
+        return {}
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig_dir.mkdir(parents=True, exist_ok=True)
     cols = paper.ABLATION_COLUMNS
     fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 4))
     x = np.arange(len(rows))
@@ -430,5 +451,6 @@ def write_ablation_figure(cells, settings: Settings, fig_dir: Path) -> None:
     fig.suptitle(f"Table 5 ablation of the unified scheduler, N={settings.ablation_size}",
                  fontsize=10)
     fig.tight_layout()
-    fig.savefig(fig_dir / "fig_ablation.png", dpi=120)
+    png = _png(fig)
     plt.close(fig)
+    return {fig_dir / "fig_ablation.png": png}

@@ -13,12 +13,18 @@ Each (method, N) cell is saved as it finishes; an interrupted run resumes
 without redoing finished cells (a cell is reused only if it was made with the
 same settings). This module runs the cells; :mod:`eval.report` writes the
 tables and figures; :mod:`eval.plan` says what runs.
+
+A run holds the lock of its output and cells directories for the whole job (a
+second writer is refused), validates its settings before anything is written,
+and compiles the largest pending cell first to refuse, with one line, a job
+whose estimated peak memory does not fit (``--workers`` cells at once).
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -28,17 +34,18 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from mecjax.outputs import UserError
 from mecjax import __version__
+from mecjax import preflight
 from mecjax.cli import int_list, profiled, run_program
 from mecjax.config import Scenario
 from mecjax.learners import twin
-from mecjax.rollout import rollout
-from mecjax.schedulers import make
+from mecjax.outputs import UserError, check_output_dir, lock_output_dir
+from mecjax.rollout import compile_rollout, rollout
+from mecjax.schedulers import available, make
 from mecjax.stats import mean_ci, summarize
 from eval.bounds import cooperative_bound_gaps
 from eval.cells import cell_path, load_cell, save_cell
-from eval.plan import VARIANTS, Settings, checkpoint_identity, plan_cells
+from eval.plan import VARIANTS, Settings, checkpoint_identity, methods_in_order, plan_cells
 from eval.report import write_outputs
 from train.recipes import SHIPPED_ROOT, shipped_twin_dir
 
@@ -157,20 +164,86 @@ def compute_bound_cell(settings: Settings, n: int, config: dict) -> dict:
             "gap": mean_ci(per_instance["gap"]), "wall_s": time.perf_counter() - t0}
 
 
+def validate_settings(settings: Settings, workers: int = 1) -> None:
+    """Raise :class:`UserError` naming the first setting out of range (nothing run yet)."""
+    for name, value in (("instances", settings.instances), ("slots", settings.slots),
+                        ("workers", workers)):
+        if not isinstance(value, int) or value < 1:
+            raise UserError(f"--{name} {value} must be an integer >= 1")
+    if not settings.sizes or any(not isinstance(n, int) or n < 1 for n in settings.sizes):
+        raise UserError(f"--sizes {settings.sizes} must be positive device counts")
+    # Keys are 32-bit without x64: seed 2**32 would silently equal seed 0.
+    if not isinstance(settings.seed, int) or not 0 <= settings.seed < 2 ** 32:
+        raise UserError(f"--seed {settings.seed} must be an integer in [0, 2**32)")
+    # A scheduler with no row in the tables would be silently skipped: refuse it.
+    known = [name for _, name in methods_in_order() if name in available()]
+    unknown = [m for m in settings.methods or () if m not in known]
+    if unknown:
+        raise UserError(f"--methods: {', '.join(unknown)} not among the tables' methods "
+                        f"({', '.join(known)})")
+    for n in settings.sizes:
+        try:
+            Scenario(n_devices=n, n_servers=settings.n_servers, horizon=settings.slots)
+        except ValueError as err:
+            raise UserError(f"--sizes {n}: {err}") from None
+
+
+def _largest_cell(pending: list) -> tuple[str, int, dict] | None:
+    """(scheduler, N, options) of the pending cell expected to need the most memory:
+    the largest N, then the most work per slot."""
+    cells = []
+    for key, _label, n, _path, compute, *args in pending:
+        if compute is run_cell:
+            cells.append((args[0], n, args[4]))
+        else:                      # the bound cells roll the cooperative reference out
+            cells.append(("cooperative", n, {}))
+    return max(cells, key=lambda c: (c[1], _COST.get(c[0], 0.6)), default=None)
+
+
+def check_memory(pending: list, settings: Settings, workers: int) -> None:
+    """Compile the largest pending cell's rollout (compiling reserves no buffers) and
+    refuse, with one line, a job whose peak (``workers`` cells at once) does not fit."""
+    largest = _largest_cell(pending)
+    if largest is None:
+        return
+    method, n, options = largest
+    s = Scenario(n_devices=n, n_servers=settings.n_servers, horizon=settings.slots)
+    # The program the worker will run: with the persistent compilation cache, the
+    # worker's compile of it is then a cache hit.
+    compiled = compile_rollout(make(method, **options), s, jax.random.key(settings.seed),
+                               settings.instances, settings.slots)
+    per_cell = preflight.compiled_bytes(compiled)
+    what = f"the largest reproduce cell ({method} at N={n})"
+    if per_cell is not None and workers > 1:
+        per_cell, what = per_cell * workers, f"{what} x {workers} workers"
+    preflight.check_fits(per_cell, what, "--instances or --slots"
+                         + (" or --workers" if workers > 1 else ""))
+
+
 def reproduce(settings: Settings | None = None, out_dir: str = "results",
               cache_dir: str | None = None, ckpt_root: str = SHIPPED_ROOT, log=print,
-              workers: int = 1) -> dict:
+              workers: int = 1, check_mem: bool = True) -> dict:
+    """Run the unfinished cells of ``settings`` and write the report under ``out_dir``,
+    holding the lock of ``out_dir`` (and of the cells directory) for the whole job."""
     settings = settings or Settings.from_config("default")
-    out = Path(out_dir)
-    cells_dir = Path(cache_dir) if cache_dir else out / "reproduce_cells"
-    cells_dir.mkdir(parents=True, exist_ok=True)
+    validate_settings(settings, workers)
+    out = check_output_dir(out_dir, "--out")
+    cells_dir = check_output_dir(cache_dir, "--cache") if cache_dir else out / "reproduce_cells"
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(lock_output_dir(out, "mecjax reproduce", "--out"))
+        if cells_dir.resolve() != out.resolve():
+            # Its own lock too: another run may use these cells through --cache.
+            stack.enter_context(lock_output_dir(cells_dir, "mecjax reproduce", "--cache"))
+        return _reproduce(settings, out, cells_dir, ckpt_root, log, workers, check_mem)
+
+
+def _reproduce(settings: Settings, out: Path, cells_dir: Path, ckpt_root: str, log,
+               workers: int, check_mem: bool) -> dict:
     todo, missing = plan_cells(settings, ckpt_root)
     log(f"mecjax reproduce: {len(todo)} cells ({settings.instances} instances x "
         f"{settings.slots} slots each); not measured: {', '.join(missing) or 'none'}")
     cells = {}
     t_start = time.perf_counter()
-    forecast = forecast_cell(settings, ckpt_root, cells_dir, log) \
-        if settings.methods is None or {"dt_mec", "unified"} & set(settings.methods) else None
     pending, bounds = [], {}
     for k, (key, label, name, n, options, flags, identity) in enumerate(todo, 1):
         config = settings.cell_config(name, n)
@@ -196,6 +269,10 @@ def reproduce(settings: Settings | None = None, out_dir: str = "results",
         else:
             pending.append((("cooperative_bound", n), "cooperative vs slot-optimum bound", n, path,
                             compute_bound_cell, settings, n, config))
+    if pending and check_mem:
+        check_memory(pending, settings, min(workers, len(pending)))
+    forecast = forecast_cell(settings, ckpt_root, cells_dir, log) \
+        if settings.methods is None or {"dt_mec", "unified"} & set(settings.methods) else None
     if pending:
         log(f"  running {len(pending)} cells" + (f", {workers} at once" if workers > 1 else ""))
     for key, cell in run_pending(pending, workers, log).items():
@@ -228,8 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="paper scale ([full] of eval/configs/reproduce.toml): for a GPU")
     rep.add_argument("--instances", type=int, help="instances per cell (default 32)")
     rep.add_argument("--slots", type=int, help="slots per instance (default 25)")
-    rep.add_argument("--sizes", type=int_list, help="device counts (default 50,100,150)")
+    rep.add_argument("--sizes", help="device counts (default 50,100,150)")
     rep.add_argument("--seed", type=int, help="default 0")
+    rep.add_argument("--methods", help="comma-separated scheduler names of the tables' methods "
+                                       "to run, e.g. local,greedy (default: all of them)")
     rep.add_argument("--out", default="results", help="where tables and figures are written")
     rep.add_argument("--cache", help="where finished cells are kept (default OUT/reproduce_cells)")
     rep.add_argument("--workers", type=int,
@@ -239,21 +318,30 @@ def build_parser() -> argparse.ArgumentParser:
     return rep
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def settings_from_args(args) -> tuple[Settings, int]:
+    """(settings, workers) of the command line, validated (:class:`UserError`)."""
     try:
         base = Settings.from_config("full" if args.full else "default")
-        workers = args.workers if args.workers is not None else (1 if args.full else 2)
-        for name in ("instances", "slots", "workers"):
-            value = workers if name == "workers" else getattr(args, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{name} {value} must be >= 1")
-        settings = dataclasses.replace(
-            base, **{k: v for k, v in (("instances", args.instances), ("slots", args.slots),
-                                       ("seed", args.seed), ("sizes", args.sizes))
-                     if v is not None})
-    except ValueError as err:
-        raise UserError(str(err)) from None
+        sizes = int_list(args.sizes) if args.sizes is not None else None
+    except (ValueError, argparse.ArgumentTypeError) as err:
+        raise UserError(f"--sizes: {err}" if args.sizes is not None else str(err)) from None
+    methods = None
+    if args.methods is not None:
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        if not methods:
+            raise UserError(f"--methods {args.methods!r} names no scheduler")
+    workers = args.workers if args.workers is not None else (1 if args.full else 2)
+    settings = dataclasses.replace(
+        base, **{k: v for k, v in (("instances", args.instances), ("slots", args.slots),
+                                   ("seed", args.seed), ("sizes", sizes),
+                                   ("methods", methods)) if v is not None})
+    validate_settings(settings, workers)
+    return settings, workers
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings, workers = settings_from_args(args)
     with profiled(args.profile):
         reproduce(settings, out_dir=args.out, cache_dir=args.cache, workers=workers)
     return 0

@@ -4,34 +4,54 @@ Every cell (one scenario x one scheduler) runs ``instances`` instances for
 ``slots`` slots, with the instance axis sharded over all devices
 (:mod:`mecjax.sharding`). Finished cells are saved as they complete and
 reused when the sweep is run again with the same settings, so an interrupted
-sweep resumes without redoing them. Results stream to ``sweep.csv`` (one row
-per cell and metric, appended as cells finish) and ``sweep.json``, and a
-figure per metric plots it against the first grid axis.
+sweep resumes without redoing them.
+
+A sweep refuses bad input, a busy output directory and a job that would not
+fit in memory before it computes or writes anything: every count, every grid
+cell (as a whole :class:`mecjax.Scenario`) and the compiled program of the
+largest cell are checked first, then ``DirectoryLock`` holds ``--out`` for the
+whole job. The results, ``sweep.csv`` (one row per cell and metric),
+``sweep.json`` (strict JSON) and ``sweep.png`` (a panel per metric against the
+first grid axis), are written once every cell is done, each staged in full
+before any of them replaces the previous sweep's, so a crash or a full disk
+leaves the previous outputs as they were.
+
+In a multi-host run (``--distributed`` or ``--coordinator``) every process
+computes its shard of each cell; only process 0 holds the lock, saves cells and
+writes the outputs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
+import errno
+import io
 import itertools
-import json
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from mecjax.outputs import UserError
-from mecjax import __version__
+from mecjax import __version__, outputs, preflight, sharding
 from mecjax.cli import profiled, run_program
 from mecjax.config import Scenario
-from mecjax.rollout import METRICS, rollout
+from mecjax.outputs import DirectoryLock, UserError
+from mecjax.rollout import METRICS, compile_rollout, rollout
 from mecjax.schedulers import available, make
 from mecjax.stats import summarize
 from eval.cells import cell_path, load_cell, save_cell
 
 PLOTTED = ("latency_ms", "energy_j", "fairness", "mean_cost")
+OUTPUTS = ("sweep.csv", "sweep.json", "sweep.png")
+NULL_MEANS = ("null stands for a number that is not finite: a ci95/low/high is null when the "
+              "cell has one instance (no interval), a mean is null when the metric is "
+              "undefined (NaN) on the instances")
+# Errors of the filesystem a user can act on (free space, permissions); printed as one line.
+USER_OS_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def _number(name: str, text: str, kind):
@@ -67,6 +87,9 @@ def parse_grid_item(text: str) -> tuple[str, tuple]:
             out.append(_number(name, v, float))
     if not out:
         raise ValueError(f"grid field {name!r} has no values")
+    repeated = sorted({repr(v) for v in out if out.count(v) > 1})
+    if repeated:
+        raise ValueError(f"grid field {name!r} repeats the value(s) {', '.join(repeated)}")
     return name, tuple(out)
 
 
@@ -90,14 +113,84 @@ class SweepSpec:
                 "slots": self.slots, "seed": self.seed, "mecjax": __version__}
 
 
+def validate_spec(spec: SweepSpec) -> list[Scenario]:
+    """Raise :class:`UserError` naming the first problem of ``spec`` (a count below 1, an
+    unknown or repeated scheduler, a repeated grid axis, a grid cell that is not a valid
+    Scenario as a whole); return the Scenario of every grid point, in cell order."""
+    for flag, value in (("--instances", spec.instances), ("--slots", spec.slots)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{flag} {value!r} must be an integer >= 1")
+    if isinstance(spec.seed, bool) or not isinstance(spec.seed, int) \
+            or not -2**63 <= spec.seed < 2**63:
+        raise UserError(f"--seed {spec.seed!r} must be an integer in [-2**63, 2**63)")
+    if not spec.schedulers:
+        raise UserError("--schedulers names no scheduler")
+    unknown = [n for n in spec.schedulers if n not in available()]
+    if unknown:
+        raise UserError(f"unknown scheduler(s) {unknown}; available: {', '.join(available())}")
+    repeated = sorted({n for n in spec.schedulers if spec.schedulers.count(n) > 1})
+    if repeated:
+        raise UserError(f"--schedulers repeats {', '.join(repeated)}")
+    if not spec.grid:
+        raise UserError("the grid has no axis")
+    names = [g[0] for g in spec.grid]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(f"--grid repeats the axis {', '.join(repeated)}; give each field once "
+                        f"with all its values (FIELD=V1,V2,...)")
+    scenarios = []
+    for values in itertools.product(*[g[1] for g in spec.grid]):
+        point = dict(zip(names, values))
+        try:
+            scenarios.append(Scenario(**point))
+        except (ValueError, TypeError) as err:
+            where = " ".join(f"{n}={v}" for n, v in point.items())
+            raise UserError(f"grid cell {where}: {err}") from None
+    return scenarios
+
+
+def _is_writer() -> bool:
+    """Only process 0 of a multi-host run writes (one writer per shared directory)."""
+    return jax.process_index() == 0
+
+
+def _largest(scenarios: list[Scenario]) -> Scenario:
+    # The arrays of a slot scale with N x (M + 1) (decisions, channels) and N x knn (graph).
+    return max(scenarios, key=lambda s: s.n_devices * (s.n_servers + 1 + s.knn))
+
+
+def compile_cell(scenario: Scenario, sched: str, spec: SweepSpec, shard: bool):
+    """The compiled program of one cell (as :func:`run_cell` runs it), without running it."""
+    scheduler = make(sched)
+    if shard:
+        return sharding.compile_sharded_rollout(scheduler, scenario, spec.instances, spec.slots)
+    return compile_rollout(scheduler, scenario, jax.random.key(spec.seed), spec.instances,
+                           spec.slots)
+
+
+def check_memory(spec: SweepSpec, scenarios: list[Scenario], shard: bool) -> None:
+    """Refuse (:class:`mecjax.preflight.InsufficientMemoryError`) a sweep whose largest cell
+    would not fit, from the compiled program of every scheduler on that cell."""
+    largest = _largest(scenarios)
+    estimates = [preflight.compiled_bytes(compile_cell(largest, s, spec, shard))
+                 for s in spec.schedulers]
+    known = [e for e in estimates if e is not None]
+    if not known:
+        return
+    estimate = max(known)
+    if shard and jax.devices()[0].platform == "cpu":
+        # The estimate is per device; CPU "devices" of one process share the host's memory.
+        estimate *= jax.local_device_count()
+    preflight.check_fits(estimate, "the sweep's largest cell",
+                         "--instances or the grid's n_devices")
+
+
 def run_cell(point: dict, sched: str, spec: SweepSpec, shard: bool) -> dict:
-    scenario = Scenario(**point)  # validates every grid value, naming the field
+    scenario = Scenario(**point)
     t0 = time.perf_counter()
     key = jax.random.key(spec.seed)
     if shard:
-        from mecjax.sharding import sharded_rollout
-
-        per_slot = sharded_rollout(make(sched), scenario, key, spec.instances, spec.slots)
+        per_slot = sharding.sharded_rollout(make(sched), scenario, key, spec.instances, spec.slots)
     else:
         per_slot = {k: np.asarray(v) for k, v in
                     rollout(make(sched), scenario, key, spec.instances, spec.slots).items()}
@@ -106,55 +199,122 @@ def run_cell(point: dict, sched: str, spec: SweepSpec, shard: bool) -> dict:
             "wall_s": time.perf_counter() - t0, "devices": jax.device_count()}
 
 
+def _agree(flag: bool) -> bool:
+    """In a multi-host run, whether every process says ``flag``; else ``flag``."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.array([flag], np.int32))))
+
+
+def _from_process_0(values: np.ndarray) -> np.ndarray:
+    if jax.process_count() == 1:
+        return values
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.broadcast_one_to_all(values))
+
+
 def run_sweep(spec: SweepSpec, out_dir: str, shard: bool = True, log=print) -> list[dict]:
+    """Run every cell of ``spec`` not already saved under ``out_dir/cells`` and write
+    ``sweep.csv``, ``sweep.json`` and ``sweep.png`` to ``out_dir``; return the cells (on
+    process 0; the other processes of a multi-host run return the cells they computed).
+
+    Nothing is computed or written before ``spec`` is validated, the largest cell's
+    program is known to fit in memory and ``out_dir`` is locked."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, values in spec.grid:
-        for v in values:
-            Scenario(**{name: v})  # fail fast on an invalid grid value, before any work
+    scenarios = validate_spec(spec)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    fits, memory_error = True, None
+    try:
+        check_memory(spec, scenarios, shard)
+    except preflight.InsufficientMemoryError as err:
+        fits, memory_error = False, err
+    if not _agree(fits):
+        raise memory_error or UserError("the sweep does not fit in another process's memory")
+    writer = _is_writer()
     todo = list(spec.cells())
-    log(f"mecjax sweep: {len(todo)} cells x {spec.instances} instances x {spec.slots} slots on "
-        f"{jax.device_count()} device(s) [{jax.default_backend()}]"
-        f"{', sharded' if shard else ''}")
-    csv_path = out / "sweep.csv"
-    with open(csv_path, "w", newline="") as f:
-        csv.writer(f).writerow(["scheduler"] + [g[0] for g in spec.grid]
-                               + ["metric", "mean", "ci95", "instances", "slots"])
-    results, t_start = [], time.perf_counter()
-    for k, (point, sched) in enumerate(todo, 1):
-        config = spec.config(point, sched)
-        stem = sched + "_" + "_".join(f"{n}{v}" for n, v in point.items())
-        path = cell_path(out / "cells", stem, config)
-        cell = load_cell(path, config)
-        label = f"{sched} " + " ".join(f"{n}={v}" for n, v in point.items())
-        if cell is not None:
-            log(f"  [{k}/{len(todo)}] {label}: done before, reused")
-        else:
+    with contextlib.ExitStack() as stack:
+        saved: list[dict | None] = [None] * len(todo)
+        locked, lock_error = True, None
+        if writer:
+            try:
+                stack.enter_context(DirectoryLock(out, "mecjax sweep"))
+            except UserError as err:
+                locked, lock_error = False, err
+            else:
+                for i, (point, sched) in enumerate(todo):
+                    config = spec.config(point, sched)
+                    saved[i] = load_cell(cell_path(out / "cells", _stem(point, sched), config),
+                                         config)
+        if not _agree(locked):
+            raise lock_error or UserError(f"process 0 could not lock --out {out}")
+        # Every process must run the same cells (each runs its shard of every one).
+        done = _from_process_0(np.array([c is not None for c in saved], np.int32))
+        log(f"mecjax sweep: {len(todo)} cells x {spec.instances} instances x {spec.slots} slots "
+            f"on {jax.device_count()} device(s) [{jax.default_backend()}]"
+            f"{', sharded' if shard else ''}, {int(done.sum())} done before")
+        results, t_start = [], time.perf_counter()
+        for k, (point, sched) in enumerate(todo, 1):
+            label = f"{sched} " + " ".join(f"{n}={v}" for n, v in point.items())
+            if done[k - 1]:
+                if writer:
+                    results.append(saved[k - 1])
+                log(f"  [{k}/{len(todo)}] {label}: done before, reused")
+                continue
             cell = run_cell(point, sched, spec, shard)
-            save_cell(path, cell)
+            if writer:
+                save_cell(cell_path(out / "cells", _stem(point, sched), cell["config"]), cell)
+            results.append(cell)
             elapsed = time.perf_counter() - t_start
             log(f"  [{k}/{len(todo)}] {label}: cost {cell['summary']['mean_cost']['mean']:.4f}, "
                 f"latency {cell['summary']['latency_ms']['mean']:.1f} ms ({cell['wall_s']:.1f} s; "
                 f"{elapsed:.0f} s so far)")
-        results.append(cell)
-        with open(csv_path, "a", newline="") as f:
-            w = csv.writer(f)
-            for metric in METRICS:
-                m = cell["summary"][metric]
-                w.writerow([sched] + [point[g[0]] for g in spec.grid]
-                           + [metric, f"{m['mean']:.6g}", f"{m['ci95']:.6g}", spec.instances,
-                              spec.slots])
-    (out / "sweep.json").write_text(json.dumps(
-        {"spec": dataclasses.asdict(spec), "devices": jax.device_count(),
-         "backend": jax.default_backend(), "jax": jax.__version__,
-         "cells": [{"config": c["config"], "summary": c["summary"], "wall_s": c["wall_s"]}
-                   for c in results], "wall_s": time.perf_counter() - t_start}, indent=2))
-    write_figures(spec, results, out)
-    log(f"wrote {csv_path}, {out / 'sweep.json'} and {out / 'sweep.png'}")
+        if writer:
+            record = {"spec": dataclasses.asdict(spec), "devices": jax.device_count(),
+                      "processes": jax.process_count(), "backend": jax.default_backend(),
+                      "jax": jax.__version__, "null_means": NULL_MEANS,
+                      "cells": [{"config": c["config"], "summary": c["summary"],
+                                 "wall_s": c["wall_s"]} for c in results],
+                      "wall_s": time.perf_counter() - t_start}
+            outputs.write_files_atomic({
+                out / "sweep.csv": csv_bytes(spec, results),
+                out / "sweep.json": outputs.dumps_strict(record, indent=2).encode(),
+                out / "sweep.png": figure_bytes(spec, results)})
+            log(f"wrote {out / 'sweep.csv'}, {out / 'sweep.json'} and {out / 'sweep.png'}")
     return results
 
 
-def write_figures(spec: SweepSpec, results: list[dict], out: Path) -> None:
+def _stem(point: dict, sched: str) -> str:
+    return sched + "_" + "_".join(f"{n}{v}" for n, v in point.items())
+
+
+def _num(value) -> float:
+    # A cell saved as strict JSON holds null where the number was not finite.
+    return float("nan") if value is None else value
+
+
+def csv_bytes(spec: SweepSpec, results: list[dict]) -> bytes:
+    """``sweep.csv``: a header, then one row per cell and metric."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(["scheduler"] + [g[0] for g in spec.grid]
+               + ["metric", "mean", "ci95", "instances", "slots"])
+    for cell in results:
+        cfg = cell["config"]
+        for metric in METRICS:
+            m = cell["summary"][metric]
+            w.writerow([cfg["scheduler"]] + [cfg["scenario"][g[0]] for g in spec.grid]
+                       + [metric, f"{_num(m['mean']):.6g}", f"{_num(m['ci95']):.6g}",
+                          spec.instances, spec.slots])
+    return buf.getvalue().encode()
+
+
+def figure_bytes(spec: SweepSpec, results: list[dict]) -> bytes:
+    """``sweep.png``: a panel per plotted metric against the first grid axis, a line per
+    scheduler and value of the other axes, with 95% intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,8 +333,8 @@ def write_figures(spec: SweepSpec, results: list[dict], out: Path) -> None:
             cells = sorted(cells, key=lambda c: c["config"]["scenario"][x_name])
             xs = [c["config"]["scenario"][x_name] for c in cells]
             label = key[0] + "".join(f", {o}={v}" for o, v in zip(others, key[1:]))
-            ax.errorbar(xs, [c["summary"][metric]["mean"] for c in cells],
-                        yerr=[c["summary"][metric]["ci95"] for c in cells], marker="o",
+            ax.errorbar(xs, [_num(c["summary"][metric]["mean"]) for c in cells],
+                        yerr=[_num(c["summary"][metric]["ci95"]) for c in cells], marker="o",
                         capsize=3, label=label)
         ax.set_xlabel(x_name)
         ax.set_title(metric)
@@ -183,8 +343,10 @@ def write_figures(spec: SweepSpec, results: list[dict], out: Path) -> None:
     fig.suptitle(f"mecjax sweep: {spec.instances} instances x {spec.slots} slots per point, "
                  "95% CI over instances", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "sweep.png", dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    return buf.getvalue()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,32 +363,54 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default="results/sweeps/default")
     sw.add_argument("--no-shard", action="store_true", help="plain vmap on the default device")
     sw.add_argument("--distributed", action="store_true",
-                    help="call jax.distributed.initialize() first (multi-host runs)")
+                    help="call jax.distributed.initialize() first (multi-host runs; the "
+                         "cluster manager, SLURM, Open MPI, Kubernetes, gives the processes)")
+    sw.add_argument("--coordinator", metavar="HOST:PORT",
+                    help="multi-host run without a cluster manager: process 0's address "
+                         "(implies --distributed; give --num-processes and --process-id too)")
+    sw.add_argument("--num-processes", type=int, metavar="P")
+    sw.add_argument("--process-id", type=int, metavar="I")
     sw.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace to DIR")
     return sw
 
 
+def distributed_args(args) -> dict | None:
+    """The keyword arguments of :func:`mecjax.sharding.initialize_distributed` the flags
+    ask for, or None for a single-process run."""
+    manual = (args.coordinator, args.num_processes, args.process_id)
+    if all(v is None for v in manual):
+        return {} if args.distributed else None
+    if any(v is None for v in manual):
+        raise UserError("--coordinator, --num-processes and --process-id go together")
+    if args.num_processes < 1:
+        raise UserError(f"--num-processes {args.num_processes} must be >= 1")
+    if not 0 <= args.process_id < args.num_processes:
+        raise UserError(f"--process-id {args.process_id} must be in [0, {args.num_processes})")
+    return {"coordinator": args.coordinator, "num_processes": args.num_processes,
+            "process_id": args.process_id}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.distributed:
-        from mecjax.sharding import maybe_initialize_distributed
-
-        maybe_initialize_distributed()
     try:
         grid = tuple(parse_grid_item(g) for g in (args.grid or ["n_devices=50,100,150"]))
-        names = tuple(n.strip() for n in args.schedulers.split(",") if n.strip())
-        unknown = [n for n in names if n not in available()]
-        if unknown:
-            raise ValueError(f"unknown scheduler(s) {unknown}; available: {', '.join(available())}")
-        for name, values in grid:
-            for v in values:
-                Scenario(**{name: v})  # names the invalid field and its allowed range
     except ValueError as err:
         raise UserError(str(err)) from None
+    names = tuple(n.strip() for n in args.schedulers.split(",") if n.strip())
     spec = SweepSpec(schedulers=names, grid=grid, instances=args.instances, slots=args.slots,
                      seed=args.seed)
-    with profiled(args.profile):
-        run_sweep(spec, args.out, shard=not args.no_shard)
+    validate_spec(spec)   # before joining a multi-host run: a typo should not wait for peers
+    dist = distributed_args(args)
+    if dist is not None:
+        sharding.initialize_distributed(**dist)
+    try:
+        with profiled(args.profile):
+            run_sweep(spec, args.out, shard=not args.no_shard)
+    except OSError as err:
+        if err.errno not in USER_OS_ERRORS:
+            raise
+        raise UserError(f"cannot write {err.filename or args.out}: {err.strerror}; the "
+                        f"previous outputs in {args.out} are unchanged") from None
     return 0
 
 

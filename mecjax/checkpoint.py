@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -122,6 +123,52 @@ def _reading(where: str, what: str):
 def _quiet(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith(("Task exception was never retrieved",
                                                "Task was destroyed but it is pending"))
+
+
+def _is_closed_loop(exc) -> bool:
+    """``exc`` is asyncio's "Event loop is closed" (nothing else)."""
+    return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+
+class _ClosedLoopFilter(logging.Filter):
+    """Drop the log records of asyncio tasks (orbax's and tensorstore's) that failed only
+    because an interrupted save or read had already closed their event loop.
+
+    One record per abandoned task, each with a traceback: hundreds of lines that bury the
+    real error (a full disk, a corrupt file) raised just before. Records carrying any
+    other exception, and every other message, pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            exc = getattr(record, "exception", None)   # asyncio's context dict, if attached
+        return not (_is_closed_loop(exc) or record.getMessage().rstrip().endswith(
+            "RuntimeError: Event loop is closed"))
+
+
+def _quiet_unraisable(unraisable) -> None:
+    """``sys.unraisablehook`` that drops "Event loop is closed" from coroutines abandoned on
+    a closed loop (printed as "Exception ignored in ...") and passes anything else to the
+    hook it replaced."""
+    if _is_closed_loop(getattr(unraisable, "exc_value", None)):
+        return
+    _previous_unraisablehook(unraisable)
+
+
+def _install_noise_filters() -> None:
+    global _previous_unraisablehook
+    for name in ("asyncio", "absl", "orbax", "orbax.checkpoint"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _ClosedLoopFilter) for f in log.filters):
+            log.addFilter(_ClosedLoopFilter())
+    if sys.unraisablehook is not _quiet_unraisable:
+        _previous_unraisablehook = sys.unraisablehook
+        sys.unraisablehook = _quiet_unraisable
+
+
+_previous_unraisablehook = sys.unraisablehook
+_install_noise_filters()
 
 
 def all_steps(directory) -> list[int]:

@@ -70,6 +70,31 @@ def write_text_atomic(path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def write_files_atomic(files: dict) -> None:
+    """Write every ``{path: bytes}`` or none: each goes to a temporary file beside its
+    target (written and flushed to disk), and only when all are staged are they renamed
+    over the old files. A full disk or any error while staging removes the temporary
+    files and leaves every old file as it was: a report never mixes two runs."""
+    staged = []
+    try:
+        for path, data in files.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            staged.append((tmp, path))
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        while staged:
+            os.replace(*staged[0])
+            staged.pop(0)
+    finally:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
 def json_safe(obj):
     """``obj`` with every non-finite float replaced by None (JSON ``null``), recursively
     through dicts, lists and tuples; numpy scalars become Python numbers."""
@@ -171,5 +196,29 @@ class DirectoryLock:
         self.release()
 
 
-__all__ = ["DirectoryLock", "DirectoryLockedError", "UserError", "dumps_strict", "json_safe",
+def check_output_dir(directory, flag: str) -> Path:
+    """``directory`` as a Path; a :class:`UserError` naming ``flag`` when it, or a folder
+    above it, exists but is not a directory (checked before anything is written)."""
+    path = Path(directory)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == path else f"lies under the file {p}"
+                raise UserError(f"{flag} {path} {what}, not a directory")
+            break
+    return path
+
+
+def lock_output_dir(directory, command: str, flag: str) -> DirectoryLock:
+    """Acquire (creating the directory) the exclusive lock of an output directory for
+    the whole job; a second writer, or a path that cannot be a directory, is a one-line
+    :class:`UserError`. Release it with ``.release()`` or use it as a context manager."""
+    path = check_output_dir(directory, flag)
+    try:
+        return DirectoryLock(path, command).acquire()
+    except OSError as err:    # e.g. no permission to create it
+        raise UserError(f"{flag} {path}: {err.strerror or err}") from None
+
+
+__all__ = ["check_output_dir", "lock_output_dir", "write_files_atomic", "DirectoryLock", "DirectoryLockedError", "UserError", "dumps_strict", "json_safe",
            "save_figure_atomic", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]

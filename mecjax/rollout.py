@@ -76,4 +76,13 @@ def rollout(scheduler: Scheduler, params, key: jax.Array, n_instances: int,
     return _rollout(scheduler, params, key, n_instances, n_slots)
 
 
-__all__ = ["METRICS", "rollout", "rollout_instance"]
+def compile_rollout(scheduler: Scheduler, params, key: jax.Array, n_instances: int,
+                    n_slots: int | None = None):
+    """The compiled program :func:`rollout` runs for these arguments, without running it
+    (for a memory preflight: ``mecjax.preflight.check_compiled``). It is the very program
+    a later :func:`rollout` call executes, so a persistent compilation cache serves both."""
+    n_slots = as_params(params).horizon if n_slots is None else n_slots
+    return _rollout.trace(scheduler, params, key, n_instances, n_slots).lower().compile()
+
+
+__all__ = ["METRICS", "compile_rollout", "rollout", "rollout_instance"]

@@ -36,10 +36,15 @@ def instance_mesh(devices=None) -> Mesh:
                          devices=devices)
 
 
-def maybe_initialize_distributed() -> None:
-    """Join a multi-host run (``jax.distributed.initialize`` reads the cluster's
-    environment: SLURM, Open MPI, GKE TPU, or JAX_COORDINATOR_ADDRESS et al.)."""
-    jax.distributed.initialize()
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+    """Join a multi-host run. With no arguments ``jax.distributed.initialize`` takes the
+    number of processes and this process's id from a cluster manager it detects (SLURM,
+    Open MPI, Kubernetes, mpi4py); elsewhere give all three (``--coordinator HOST:PORT
+    --num-processes P --process-id I`` on the command line)."""
+    kw = {k: v for k, v in (("coordinator_address", coordinator), ("num_processes", num_processes),
+                            ("process_id", process_id)) if v is not None}
+    jax.distributed.initialize(**kw)
 
 
 @partial(jax.jit, static_argnums=(3,))
@@ -50,6 +55,19 @@ def _rollout_from_key_data(scheduler, params, key_data, n_slots: int):
 
 def padded_size(n_instances: int, n_devices: int) -> int:
     return -(-n_instances // n_devices) * n_devices
+
+
+def compile_sharded_rollout(scheduler: Scheduler, params, n_instances: int,
+                            n_slots: int | None = None, mesh: Mesh | None = None):
+    """The compiled program :func:`sharded_rollout` runs for these sizes, without running
+    it (for a memory preflight, ``mecjax.preflight.check_compiled``)."""
+    n_slots = as_params(params).horizon if n_slots is None else n_slots
+    mesh = instance_mesh() if mesh is None else mesh
+    total = padded_size(n_instances, mesh.devices.size)
+    keys = jax.eval_shape(lambda: jax.random.key_data(jax.random.split(jax.random.key(0), total)))
+    keys = jax.ShapeDtypeStruct(keys.shape, keys.dtype,
+                                sharding=NamedSharding(mesh, PartitionSpec(AXIS)))
+    return _rollout_from_key_data.lower(scheduler, params, keys, n_slots).compile()
 
 
 def sharded_rollout(scheduler: Scheduler, params, key: jax.Array, n_instances: int,

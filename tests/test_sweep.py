@@ -104,10 +104,12 @@ def test_sweep_sharded_path_on_one_device_matches(tmp_path):
                                rtol=1e-6)
 
 
-def test_cli_sweep_rejects_bad_input(tmp_path):
-    with pytest.raises(SystemExit, match="unknown scheduler"):
-        main(["sweep", "--schedulers", "local,nope", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="not a Scenario field"):
-        main(["sweep", "--grid", "devices=5", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="Scenario.n_devices"):
-        main(["sweep", "--schedulers", "local", "--grid", "n_devices=0", "--out", str(tmp_path)])
+def test_cli_sweep_rejects_bad_input(tmp_path, capsys):
+    cases = [(["--schedulers", "local,nope"], "unknown scheduler"),
+             (["--grid", "devices=5"], "not a Scenario field"),
+             (["--schedulers", "local", "--grid", "n_devices=0"], "Scenario.n_devices")]
+    for args, message in cases:
+        assert main(["sweep", *args, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("mecjax sweep: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()

@@ -8,20 +8,29 @@ training instances, PRNG key), so a run interrupted and resumed from its
 last checkpoint ends bit-identical to an uninterrupted one.
 
 A run directory holds ``ckpt/`` (orbax), ``metrics.csv`` (one row per
-update) and ``learning_curve.png``.
+update) and ``learning_curve.png``. A run holds an exclusive lock on it
+(:class:`~mecjax.outputs.DirectoryLock`: a second writer is refused), checks
+the flags, the hyper-parameters, the run to resume and the memory the
+compiled chunk needs before it writes anything, and writes ``metrics.csv``
+and the plot atomically; on resume, ``metrics.csv`` is cut back to (or
+repaired up to) the checkpoint's update.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
+import json
+import os
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from mecjax.outputs import UserError
+from mecjax.outputs import DirectoryLock, UserError, write_text_atomic
+from mecjax.preflight import check_compiled
 from mecjax import checkpoint as ckpt
 from mecjax.cli import parse_sets, profiled, run_program
 from mecjax.config import Scenario
@@ -30,83 +39,245 @@ from mecjax.learners.store import run_config
 from train.curves import write_learning_curve
 
 
-def _append_metrics(path: Path, start: int, metrics: dict) -> None:
-    names = sorted(metrics)
-    rows = np.stack([np.asarray(metrics[k], np.float64) for k in names], -1)
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(["update"] + names)
-        for i, row in enumerate(rows):
-            w.writerow([start + i + 1] + [f"{v:.6g}" for v in row])
+class RunExistsError(UserError, FileExistsError):
+    """The run directory already holds a training run and resuming was not asked for."""
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows written after the checkpoint being resumed (their chunk will rerun)."""
-    if not path.exists():
-        return
-    with open(path) as f:
-        rows = list(csv.reader(f))
-    keep = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        csv.writer(f).writerows(keep)
-    tmp.replace(path)
+def _parse_row(row: list[str], width: int, step: int) -> int | None:
+    """The update number of a complete, parseable metrics row up to ``step``; else None."""
+    if len(row) != width:
+        return None
+    try:
+        update = int(row[0])
+        [float(v) for v in row[1:]]
+    except ValueError:
+        return None
+    return update if 1 <= update <= step else None
+
+
+def _metrics_upto(path: Path, step: int, log, name: str) -> tuple[list[str] | None, list[list[str]]]:
+    """The header and rows of ``metrics.csv`` for a run resumed at update ``step``.
+
+    Keeps the complete rows with strictly increasing updates up to ``step``
+    (later rows belong to a chunk that will rerun). A torn row, an empty or
+    unreadable file is repaired rather than fatal: its bad rows are dropped
+    (an unreadable file becomes a header only) with a one-line note, since the
+    checkpoint, not this file, is what resuming relies on.
+    """
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except FileNotFoundError:
+        rows = []
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        log(f"[{name}] metrics.csv is unreadable ({type(err).__name__}); rebuilding it from "
+            f"update {step} on")
+        return None, []
+    if not rows or not rows[0] or rows[0][0] != "update":
+        if step > 0:
+            log(f"[{name}] metrics.csv is empty or has no header; rebuilding it (updates 1-{step}"
+                f" are not in it)")
+        return None, []
+    head, keep, dropped, last = rows[0], [], 0, 0
+    for row in rows[1:]:
+        update = _parse_row(row, len(head), step)
+        if update is not None and update > last:
+            keep.append(row)
+            last = update
+        elif not (len(row) == len(head) and row[0].strip().lstrip("-").isdigit()
+                  and int(row[0]) > step):
+            dropped += 1
+    if dropped or len(keep) != step:
+        log(f"[{name}] metrics.csv repaired: kept {len(keep)} row(s) up to update {step}, "
+            f"dropped {dropped} torn or out-of-order row(s)")
+    return head, keep
+
+
+def _write_metrics(path: Path, head: list[str], rows: list[list[str]]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(head)
+    w.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+
+
+def _config_diff(saved: dict, wanted: dict) -> list[str]:
+    """``field: checkpoint A, requested B`` for each field (scenario and hyper-parameters
+    named by their own names) where the saved run config and the requested one differ."""
+    out = []
+    for k in list(wanted) + [k for k in saved if k not in wanted]:
+        a, b = saved.get(k, "(absent)"), wanted.get(k, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_diff(a, b)
+        elif json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):  # 1 != 1.0
+            out.append(f"{k}: checkpoint {a!r}, requested {b!r}")
+    return out
+
+
+def _intact_steps(ckpt_dir: Path, shapes, config: dict, below: int) -> int | None:
+    """The newest step before ``below`` that restores with its checksums intact."""
+    for s in reversed([s for s in ckpt.all_steps(ckpt_dir) if s < below]):
+        try:
+            ckpt.restore(ckpt_dir, shapes, step=s, expect=config)
+            return s
+        except (ckpt.CheckpointCorruptError, ckpt.CheckpointMismatchError, FileNotFoundError):
+            continue
+    return None
+
+
+def _set_aside(run_dir: Path, ckpt_dir: Path, after: int, log, name: str) -> None:
+    """Move the checkpoints newer than ``after`` to ``run_dir/ckpt_set_aside/`` (kept, never
+    deleted): saving continues from ``after``, and steps must grow."""
+    aside = run_dir / "ckpt_set_aside"
+    for s in [s for s in ckpt.all_steps(ckpt_dir) if s > after]:
+        aside.mkdir(exist_ok=True)
+        dest, i = aside / str(s), 1
+        while dest.exists():
+            dest, i = aside / f"{s}.{i}", i + 1
+        os.replace(ckpt_dir / str(s), dest)
+        log(f"[{name}] checkpoint of update {s} moved aside to {dest}")
+
+
+def preflight(learner: Learner, scenario: Scenario, n: int) -> None:
+    """Compile one chunk of ``n`` updates from the train state's shapes (nothing is
+    allocated) and refuse, with one line, a run whose peak memory (train state in
+    and out, replay buffers included, plus XLA's temporaries) does not fit here.
+    The compilation is cached, so the run itself does not compile again."""
+    shapes = learner.state_shapes(scenario)
+    compiled = train_chunk.lower(learner, shapes, scenario, n).compile()
+    check_compiled(compiled, f"training {learner.name} with N={scenario.n_devices} "
+                   f"(chunk of {n} updates)", "--n-devices, --set n_envs=..., --set "
+                   "buffer_size=... (replay buffers) or --chunk")
 
 
 def train(learner: Learner, scenario: Scenario, run_dir, *, total_updates: int, chunk: int = 100,
-          seed: int = 0, resume: bool = False, keep: int = 3, stop_after: int | None = None,
-          log=print):
+          seed: int = 0, resume: bool | str = False, from_step: int | None = None,
+          keep: int = 3, stop_after: int | None = None, check_memory: bool = True, log=print):
     """Train ``learner`` for ``total_updates`` updates; returns the final train state.
 
-    ``resume``: continue from the latest checkpoint in ``run_dir`` (refusing one
-    made for another method, scenario or hyper-parameters). Without it, a run
-    directory that already holds checkpoints is refused, so nothing saved is
-    overwritten. ``stop_after``: stop after that many chunks (to test resume).
+    ``resume``: True continues the run in ``run_dir`` from its latest checkpoint
+    (refusing one made for another method, scenario or hyper-parameters, and a
+    directory with no run: :class:`UserError`); ``"auto"`` continues a run if
+    there is one and starts fresh otherwise; False refuses a directory that
+    already holds checkpoints (:class:`RunExistsError`), so nothing saved is
+    overwritten. ``from_step``: resume from that saved step instead of the
+    latest (e.g. when the latest is corrupt); the newer ones are moved to
+    ``run_dir/ckpt_set_aside/``. ``stop_after``: stop after that many chunks
+    (to test resume). ``check_memory``: refuse a run that would not fit in
+    memory (:func:`preflight`) before anything is written.
+
+    The run holds :class:`~mecjax.outputs.DirectoryLock` on ``run_dir``
+    throughout; ``metrics.csv`` is rewritten atomically after each chunk.
     """
     if total_updates < 1 or chunk < 1:
         raise ValueError(f"total_updates={total_updates} and chunk={chunk} must be >= 1")
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} is a file, not a directory; choose another "
+                        f"--run-dir")
+    if from_step is not None:
+        resume = True
+    lock = DirectoryLock(run_dir, "mecjax train")
+    try:
+        if run_dir.is_dir():   # refuse a second writer before compiling anything
+            lock.acquire()
+        state, step, head, rows = _start(learner, scenario, run_dir, seed=seed, chunk=chunk,
+                                         resume=resume, from_step=from_step,
+                                         preflight_n=min(chunk, total_updates) if check_memory
+                                         else None, lock=lock, log=log)
+        return _run(learner, scenario, run_dir, state, step, head, rows, seed=seed, chunk=chunk,
+                    total_updates=total_updates, keep=keep, stop_after=stop_after, log=log)
+    finally:
+        lock.release()
+
+
+def _start(learner, scenario, run_dir: Path, *, seed, chunk, resume, from_step, preflight_n,
+           lock, log):
+    """Checks, preflight, lock and restore: ``(state, step, metrics header, rows)``."""
+    ckpt_dir = run_dir / "ckpt"
+    metrics_path = run_dir / "metrics.csv"
+    config = json.loads(json.dumps(run_config(learner, scenario, seed, chunk)))
+    steps = ckpt.all_steps(ckpt_dir)
+    if resume is True and not steps:
+        raise UserError(f"nothing to resume in {run_dir}: no checkpoint under {ckpt_dir} (check "
+                        f"the path; a fresh run needs no --resume)")
+    if steps and not resume:
+        raise RunExistsError(f"{run_dir} already holds a training run (checkpoint at update "
+                             f"{steps[-1]}); pass resume=True (--resume) to continue it, or "
+                             f"choose another run directory")
+    if steps:
+        want = steps[-1] if from_step is None else from_step
+        if want not in steps:
+            raise UserError(f"no checkpoint for update {want} in {ckpt_dir}; saved: "
+                            f"{', '.join(map(str, steps))}")
+        try:
+            diff = _config_diff(ckpt.load_config(ckpt_dir, want), config)
+        except ckpt.CheckpointCorruptError:
+            diff = []  # restoring it below names the damage and an intact step
+        if diff:
+            raise ckpt.CheckpointMismatchError(
+                f"{run_dir} holds a run with other settings ({'; '.join(diff)}); pass the same "
+                f"settings to resume it, or choose another --run-dir")
+    if preflight_n is not None:
+        preflight(learner, scenario, preflight_n)
+    lock.acquire()
+    if ckpt.all_steps(ckpt_dir) != steps:
+        raise UserError(f"{run_dir} changed while this run was starting; run it again")
+    state = learner.init(jax.random.key(seed), scenario)
+    if not steps:
+        return state, 0, None, []
+    try:
+        state, _, step = ckpt.restore(ckpt_dir, state, step=want, expect=config)
+    except ckpt.CheckpointCorruptError as err:
+        ok = _intact_steps(ckpt_dir, state, config, want)
+        hint = (f"update {ok} is intact: resume from it with --resume --from-step {ok} (the "
+                f"newer checkpoints are moved to {run_dir / 'ckpt_set_aside'})" if ok is not None
+                else "no earlier checkpoint is intact; start a new run in another --run-dir")
+        raise ckpt.CheckpointCorruptError(f"{err}; {hint}") from err
+    _set_aside(run_dir, ckpt_dir, step, log, learner.name)
+    head, rows = _metrics_upto(metrics_path, step, log, learner.name)
+    log(f"[{learner.name}] resumed from update {step}")
+    return state, step, head, rows
+
+
+def _run(learner, scenario, run_dir: Path, state, step, head, rows, *, seed, chunk,
+         total_updates, keep, stop_after, log):
     ckpt_dir = run_dir / "ckpt"
     metrics_path = run_dir / "metrics.csv"
     config = run_config(learner, scenario, seed, chunk)
-    latest = ckpt.latest_step(ckpt_dir) if ckpt_dir.exists() else None
-    state = learner.init(jax.random.key(seed), scenario)
-    step = 0
-    if latest is not None:
-        if not resume:
-            raise FileExistsError(f"{run_dir} already holds a training run (checkpoint at update "
-                                  f"{latest}); pass resume=True (--resume) to continue it, or "
-                                  f"choose another run directory")
-        state, _, step = ckpt.restore(ckpt_dir, state, expect=config)
-        _truncate_metrics(metrics_path, step)
-        log(f"[{learner.name}] resumed from update {step}")
-    elif resume:
-        log(f"[{learner.name}] nothing to resume in {run_dir}; starting fresh")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if step == 0 and metrics_path.exists():
-        metrics_path.unlink()
-    t0, chunks = time.perf_counter(), 0
+    if step > 0:
+        if head is None:  # unreadable file: its header from the metrics' names (traced only)
+            names = sorted(jax.eval_shape(learner.update, state, scenario)[1])
+            head = ["update"] + names
+        _write_metrics(metrics_path, head, rows)
+    t0, chunks, done = time.perf_counter(), 0, step
     while step < total_updates:
         n = min(chunk, total_updates - step)
         state, metrics = train_chunk(learner, state, scenario, n)
         metrics = jax.device_get(metrics)
-        _append_metrics(metrics_path, step, metrics)
+        names = sorted(metrics)
+        if head != ["update"] + names:
+            if rows:
+                log(f"[{learner.name}] metrics.csv had other columns {head}; rebuilding it")
+            head, rows = ["update"] + names, []
+        values = np.stack([np.asarray(metrics[k], np.float64) for k in names], -1)
+        rows += [[str(step + i + 1)] + [f"{v:.6g}" for v in row] for i, row in enumerate(values)]
+        _write_metrics(metrics_path, head, rows)
         step += n
         ckpt.save(ckpt_dir, step, state, config, keep=keep)
         metric = learner.progress_metric
         value = float(np.mean(metrics[metric]))
         label = "mean cost" if metric == "mean_cost" else metric
-        rate = step / max(time.perf_counter() - t0, 1e-9)
+        rate = (step - done) / max(time.perf_counter() - t0, 1e-9)
         log(f"[{learner.name}] update {step}/{total_updates}  {label} {value:.5f}  "
             f"({time.perf_counter() - t0:.1f} s, {rate:.0f} updates/s)")
         chunks += 1
         if stop_after is not None and chunks >= stop_after and step < total_updates:
             log(f"[{learner.name}] stopped after {chunks} chunk(s) at update {step}")
             return state
-    write_learning_curve(run_dir, f"{learner.name}, N={scenario.n_devices}, M={scenario.n_servers}",
-                         learner.progress_metric)
+    if metrics_path.exists():
+        write_learning_curve(run_dir, f"{learner.name}, N={scenario.n_devices}, "
+                             f"M={scenario.n_servers}", learner.progress_metric)
     return state
 
 
@@ -121,7 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--chunk", type=int, default=100, help="updates per jitted chunk/checkpoint")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--run-dir", help="default runs/METHOD_N<n>")
-    tr.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue the run in --run-dir from its latest checkpoint (an error if "
+                         "there is none; a fresh run needs no flag)")
+    tr.add_argument("--from-step", type=int, metavar="STEP",
+                    help="with --resume: continue from the saved checkpoint of update STEP "
+                         "instead of the latest (e.g. when the latest is corrupt); the newer "
+                         "checkpoints are moved, not deleted, to RUN_DIR/ckpt_set_aside/, and "
+                         "metrics.csv is cut back to STEP")
     tr.add_argument("--set", action="append", metavar="NAME=VALUE",
                     help="a hyper-parameter of the learner (repeatable)")
     tr.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace to DIR")
@@ -135,12 +313,14 @@ def main(argv: list[str] | None = None) -> int:
         scenario = Scenario(n_devices=args.n_devices, n_servers=args.n_servers)
         if args.updates < 1 or args.chunk < 1:
             raise ValueError(f"--updates {args.updates} and --chunk {args.chunk} must be >= 1")
+        if args.from_step is not None and not args.resume:
+            raise ValueError(f"--from-step {args.from_step} needs --resume")
     except ValueError as err:
         raise UserError(str(err)) from None
     run_dir = args.run_dir or f"runs/{args.method}_N{args.n_devices}"
     with profiled(args.profile):
         train(learner, scenario, run_dir, total_updates=args.updates, chunk=args.chunk,
-              seed=args.seed, resume=args.resume)
+              seed=args.seed, resume=args.resume, from_step=args.from_step)
     print(f"run directory: {run_dir} (ckpt/, metrics.csv, learning_curve.png)")
     return 0
 

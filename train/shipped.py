@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = shipped_dir(method, n, args.runs)
             learner = get_learner(method, **recipe.hyper_for(n, args.root))
             train(learner, Scenario(n_devices=n), run_dir, total_updates=recipe.updates,
-                  chunk=recipe.chunk, seed=args.seed, resume=True, keep=1)
+                  chunk=recipe.chunk, seed=args.seed, resume="auto", keep=1)
             out = export_policy(run_dir, shipped_dir(method, n, args.root))
             print(f"[{method}] N={n}: policy exported to {out}")
     return 0

@@ -14,7 +14,10 @@ Soft and periodic target updates are optax's ``incremental_update`` and
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+import math
+import numbers
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
@@ -111,42 +114,93 @@ def step_envs(key, env_state, obs, offload, prices, params):
 
 def int_tuple(x) -> tuple[int, ...]:
     """Layer widths as a tuple of ints: a checkpoint's JSON config gives lists,
-    ``--set hidden=64`` a single int (one layer)."""
-    if isinstance(x, int) and not isinstance(x, bool):
-        return (x,)
-    return tuple(int(v) for v in x)
+    ``--set hidden=64`` a single int (one layer). ValueError for anything else
+    (text, fractional or boolean widths)."""
+    if isinstance(x, numbers.Integral) and not isinstance(x, bool):
+        return (int(x),)
+    if isinstance(x, (list, tuple)) and all(isinstance(v, numbers.Integral) and
+                                            not isinstance(v, bool) for v in x):
+        return tuple(int(v) for v in x)
+    raise ValueError(f"{x!r} is not an int or a sequence of ints")
 
 
 def _is_count(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: The range of each kind of hyper-parameter: (test, what the message says it must be).
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "counts": (_is_count, "an int >= 1"),
+    "positive": (lambda v: v > 0, "> 0"),
+    "non_negative": (lambda v: v >= 0, ">= 0"),
+    "fractions": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    "rates": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+}
+
+#: What a field whose default has this type must hold (bool before int: a bool is an int).
+_TYPES: tuple[tuple[type, Callable[[Any], bool], str], ...] = (
+    (bool, lambda v: isinstance(v, bool), "a bool"),
+    (int, lambda v: isinstance(v, int) and not isinstance(v, bool), "an int"),
+    (float, _is_number, "a finite number"),
+    (str, lambda v: isinstance(v, str), "a string"),
+)
+
+
 def check_hyper(learner, counts: Iterable[str] = (), widths: Iterable[str] = (),
-                positive: Iterable[str] = (), fractions: Iterable[str] = ()) -> None:
+                positive: Iterable[str] = (), fractions: Iterable[str] = (),
+                non_negative: Iterable[str] = (), rates: Iterable[str] = ()) -> None:
     """Validate the hyper-parameters of the frozen dataclass ``learner`` (call
-    it from ``__post_init__``): ``widths`` (layer sizes) are first made tuples
-    of ints (:func:`int_tuple`: a checkpoint's JSON config gives lists), then
-    a ``ValueError`` names the first bad one: ``counts`` must be ints >= 1,
-    ``widths`` non-empty tuples of them, ``positive`` numbers > 0 and
-    ``fractions`` numbers in [0, 1]."""
+    it from ``__post_init__``); a ``ValueError`` names the first bad one as
+    ``NAME: field=value must be ...``.
+
+    First every dataclass field is checked against the type of its default
+    (an int field holds an int, a float field a finite number, a str field a
+    string; ``None`` defaults are not checked), so that a value like
+    ``learning_rate='abc'`` is named here instead of failing later in a
+    comparison or inside ``jit``. Then the range table given by the keyword
+    arguments (see :data:`RANGES`): ``counts`` ints >= 1, ``positive`` > 0,
+    ``non_negative`` >= 0, ``fractions`` in [0, 1], ``rates`` in (0, 1]
+    (soft-update and averaging rates). ``widths`` (layer sizes) are made tuples
+    of ints (:func:`int_tuple`: a checkpoint's JSON config gives lists) and
+    must be non-empty with every width >= 1.
+    """
     def bad(name, why):
         raise ValueError(f"{learner.name}: {name}={getattr(learner, name)!r} must be {why}")
 
-    for name in counts:
-        if not _is_count(getattr(learner, name)):
-            bad(name, "an int >= 1")
+    widths = tuple(widths)
+    if dataclasses.is_dataclass(learner):
+        for f in dataclasses.fields(learner):
+            default = f.default
+            if f.name in widths or default is dataclasses.MISSING or default is None:
+                continue
+            for kind, test, what in _TYPES:
+                if isinstance(default, kind):
+                    if not test(getattr(learner, f.name)):
+                        bad(f.name, what)
+                    break
     for name in widths:
-        object.__setattr__(learner, name, int_tuple(getattr(learner, name)))
+        try:
+            object.__setattr__(learner, name, int_tuple(getattr(learner, name)))
+        except ValueError:
+            bad(name, "a non-empty tuple of ints >= 1")
         v = getattr(learner, name)
         if not (isinstance(v, tuple) and v and all(_is_count(w) for w in v)):
             bad(name, "a non-empty tuple of ints >= 1")
-    for name in positive:
-        if not getattr(learner, name) > 0:
-            bad(name, "> 0")
-    for name in fractions:
-        if not 0.0 <= getattr(learner, name) <= 1.0:
-            bad(name, "in [0, 1]")
+    table = {"counts": counts, "positive": positive, "non_negative": non_negative,
+             "fractions": fractions, "rates": rates}
+    for kind, names in table.items():
+        test, what = RANGES[kind]
+        for name in names:
+            v = getattr(learner, name)
+            if kind != "counts" and not _is_number(v):
+                bad(name, f"a number {what}")
+            if not test(v):
+                bad(name, what)
 
 
-__all__ = ["ReplayBuffer", "check_hyper", "clipped_adam", "epsilon_greedy", "int_tuple",
+__all__ = ["ReplayBuffer", "RANGES", "check_hyper", "clipped_adam", "epsilon_greedy", "int_tuple",
            "reset_envs", "step_envs"]

@@ -204,7 +204,8 @@ class DRLFGSO(Learner):
         check_hyper(self, counts=("n_envs", "buffer_size", "batch_size", "grad_steps",
                                   "target_period", "fedavg_period"),
                     widths=("hidden",), fractions=("epsilon", "discount"),
-                    positive=("learning_rate", "cost_scale", "reward_clip", "max_grad_norm"))
+                    positive=("learning_rate", "cost_scale", "reward_clip", "max_grad_norm"),
+                    non_negative=("price_step",))
         if self.buffer_size < self.n_envs:
             raise ValueError(f"drl_fgso: buffer_size={self.buffer_size} must be >= "
                              f"n_envs={self.n_envs} (one update adds n_envs transitions)")

@@ -237,9 +237,10 @@ class GATMECLearner(Learner):
 
     def __post_init__(self):
         check_hyper(self, counts=("n_envs", "heads", "embed", "embed_heads"),
-                    widths=("gat_hidden", "head_hidden"), fractions=("epsilon", "polyak_rate"),
+                    widths=("gat_hidden", "head_hidden"), fractions=("epsilon",),
+                    rates=("polyak_rate",),
                     positive=("learning_rate", "max_grad_norm", "cost_scale", "target_clip",
-                              "huber_delta", "polyak_rate"))
+                              "huber_delta"))
 
     # -- pieces -------------------------------------------------------------
     def network(self, params) -> GATMECNet:

@@ -249,9 +249,13 @@ class TSGMARLLearner(Learner):
     def __post_init__(self):
         check_hyper(self, counts=("n_envs", "buffer_size", "batch_size"),
                     widths=("actor_hidden", "critic_hidden"),
-                    fractions=("discount", "target_rate", "epsilon"),
-                    positive=("learning_rate", "target_rate", "gumbel_temperature",
-                              "cost_scale", "utility_scale", "reward_clip", "max_grad_norm"))
+                    fractions=("discount", "epsilon"), rates=("target_rate",),
+                    positive=("learning_rate", "gumbel_temperature",
+                              "cost_scale", "utility_scale", "reward_clip", "max_grad_norm"),
+                    non_negative=("price_noise", "smooth_lambda", "logit_reg"))
+        if self.others_from_policy not in (0, 1):
+            raise ValueError(f"tsg_marl: others_from_policy={self.others_from_policy!r} must be "
+                             f"0 or 1")
         if self.buffer_size < self.n_envs:
             raise ValueError(f"tsg_marl: buffer_size={self.buffer_size} must be >= "
                              f"n_envs={self.n_envs} (one update adds n_envs transitions)")

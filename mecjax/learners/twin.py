@@ -49,6 +49,7 @@ from mecjax.env import env as _env
 from mecjax.env.features import from_scaled_db, scaled_db
 from mecjax.env.types import Decision, Observation
 from mecjax.learners.base import Learner, register_learner
+from mecjax.learners.common import check_hyper
 from mecjax.learners.store import load_trained
 from mecjax.nets.forecaster import Forecaster, feature_vector
 
@@ -309,15 +310,11 @@ class TwinLearner(Learner):
     max_grad_norm: float = 1.0
 
     def __post_init__(self):
-        for name in ("lstm_hidden", "n_envs", "window"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
-                raise ValueError(f"{name}={v!r} must be an int >= 1")
+        check_hyper(self, counts=("lstm_hidden", "n_envs", "window"),
+                    positive=("learning_rate", "max_grad_norm"))
         if self.window < 2:
-            raise ValueError(f"window={self.window} must be >= 2 (a task target needs a next slot)")
-        for name in ("learning_rate", "max_grad_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be > 0")
+            raise ValueError(f"twin: window={self.window} must be >= 2 (a task target needs a "
+                             f"next slot)")
 
     def network(self, params) -> Forecaster:
         return Forecaster(n_servers=as_params(params).n_servers, hidden=self.lstm_hidden)
