@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 
 from mecjax.outputs import UserError
-from mecjax.cli import int_list, run_program
+from mecjax.cli import ArgumentParser, int_list, run_program
 
 
 def build_parser() -> argparse.ArgumentParser:
-    bench = argparse.ArgumentParser(prog="mecjax bench", description="throughput benchmarks")
+    bench = ArgumentParser(prog="mecjax bench", description="throughput benchmarks")
     bench.add_argument("what", choices=["env", "optim", "scale", "train", "schedulers"],
                        help="what to benchmark")
     bench.add_argument("--ns", type=int_list, help="device counts, e.g. 50,150,1000")

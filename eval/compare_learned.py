@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jax
 
-from mecjax.cli import int_list, run_program
+from mecjax.cli import ArgumentParser, int_list, run_program
 from mecjax.outputs import (UserError, check_output_dir, lock_output_dir, write_json_atomic,
                             write_text_atomic)
 from mecjax.config import Scenario
@@ -114,7 +114,7 @@ def format_markdown(result: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    cl = argparse.ArgumentParser(prog="mecjax compare-learned",
+    cl = ArgumentParser(prog="mecjax compare-learned",
                                  description="shipped learned schedulers vs the references")
     cl.add_argument("--sizes", help="device counts (default 50,150)")
     cl.add_argument("--instances", type=int, default=32)

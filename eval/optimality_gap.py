@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mecjax.cli import run_program
+from mecjax.cli import ArgumentParser, run_program
 from mecjax.outputs import (UserError, check_output_dir, lock_output_dir, write_json_atomic,
                             write_text_atomic)
 from mecjax.config import Scenario
@@ -211,7 +211,7 @@ def write(result: dict, out_dir: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    gap = argparse.ArgumentParser(prog="mecjax optgap", description="optimality gap of the "
+    gap = ArgumentParser(prog="mecjax optgap", description="optimality gap of the "
                                   "heuristics to the exact optimum")
     gap.add_argument("--n-devices", type=int, default=8)
     gap.add_argument("--n-servers", type=int, default=3)

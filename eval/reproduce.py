@@ -36,7 +36,7 @@ import numpy as np
 
 from mecjax import __version__
 from mecjax import preflight
-from mecjax.cli import int_list, profiled, run_program
+from mecjax.cli import ArgumentParser, int_list, profiled, run_program
 from mecjax.config import Scenario
 from mecjax.learners import twin
 from mecjax.outputs import UserError, check_output_dir, lock_output_dir
@@ -299,7 +299,7 @@ def _reproduce(settings: Settings, out: Path, cells_dir: Path, ckpt_root: str, l
 
 
 def build_parser() -> argparse.ArgumentParser:
-    rep = argparse.ArgumentParser(prog="mecjax reproduce",
+    rep = ArgumentParser(prog="mecjax reproduce",
                                   description="regenerate the paper's tables and figures")
     rep.add_argument("--full", action="store_true",
                      help="paper scale ([full] of eval/configs/reproduce.toml): for a GPU")

@@ -37,7 +37,7 @@ import jax
 import numpy as np
 
 from mecjax import __version__, outputs, preflight, sharding
-from mecjax.cli import profiled, run_program
+from mecjax.cli import ArgumentParser, profiled, run_program
 from mecjax.config import Scenario
 from mecjax.outputs import DirectoryLock, UserError
 from mecjax.rollout import METRICS, compile_rollout, rollout
@@ -350,7 +350,7 @@ def figure_bytes(spec: SweepSpec, results: list[dict]) -> bytes:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    sw = argparse.ArgumentParser(prog="mecjax sweep", description="grid over scenario "
+    sw = ArgumentParser(prog="mecjax sweep", description="grid over scenario "
                                  "parameters and schedulers, sharded over all devices")
     sw.add_argument("--schedulers", default="local,best_response,qio_mec",
                     help="comma-separated scheduler names")

@@ -52,6 +52,15 @@ PROGRAM_DIRS = ("train", "eval", "benchmarks")
 # ----------------------------------------------------------------- shared helpers
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are :class:`UserError` (one line, ``mecjax CMD: message``,
+    exit status 2, from :func:`run_program`) instead of a usage block; ``--help`` is
+    unchanged."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """argparse type: '50,100' -> (50, 100), positive ints only."""
     try:

@@ -112,3 +112,16 @@ def test_preflight_estimates_from_the_compiled_program_and_refuses_what_does_not
                        match=r"the job needs about .* allows .*; lower --instances"):
         preflight.check_compiled(compiled, "the job", "--instances", limit=peak)
     assert preflight.memory_limit() > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sweep", "--instances", "abc"], "argument --instances: invalid int value: 'abc'"),
+    (["reproduce", "--sizes", "5,x"], "--sizes"),
+    (["bench", "nope"], "argument what: invalid choice: 'nope'"),
+])
+def test_a_malformed_flag_is_one_line_too(argv, message, capsys):
+    from mecjax.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mecjax {argv[0]}: ") and message in err and err.count("\n") == 1, err

@@ -32,7 +32,7 @@ import numpy as np
 from mecjax.outputs import DirectoryLock, UserError, write_text_atomic
 from mecjax.preflight import check_compiled
 from mecjax import checkpoint as ckpt
-from mecjax.cli import parse_sets, profiled, run_program
+from mecjax.cli import ArgumentParser, parse_sets, profiled, run_program
 from mecjax.config import Scenario
 from mecjax.learners.base import Learner, get_learner, train_chunk
 from mecjax.learners.store import run_config
@@ -282,7 +282,7 @@ def _run(learner, scenario, run_dir: Path, state, step, head, rows, *, seed, chu
 
 
 def build_parser() -> argparse.ArgumentParser:
-    tr = argparse.ArgumentParser(prog="mecjax train", description="train a learned scheduler, "
+    tr = ArgumentParser(prog="mecjax train", description="train a learned scheduler, "
                                  "with checkpoints and resume")
     tr.add_argument("method", help="drl_fgso, gat_mec, tsg_marl, twin (the DT forecaster) or "
                                    "drl_gat (DRL on GAT embeddings; --set gat_checkpoint=DIR)")

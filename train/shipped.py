@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from mecjax.outputs import UserError
-from mecjax.cli import int_list, run_program
+from mecjax.cli import ArgumentParser, int_list, run_program
 from mecjax.config import Scenario
 from mecjax.learners.base import get_learner
 from mecjax.learners.store import export_policy
@@ -21,7 +21,7 @@ from train.run import train
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ts = argparse.ArgumentParser(prog="mecjax train-shipped",
+    ts = ArgumentParser(prog="mecjax train-shipped",
                                  description="train the checkpoints shipped in results/checkpoints")
     ts.add_argument("--methods", help=f"comma-separated (default: {','.join(SHIPPED_ORDER)})")
     ts.add_argument("--sizes", type=int_list, help="device counts (default: each recipe's sizes)")
