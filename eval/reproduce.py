@@ -36,7 +36,8 @@ import numpy as np
 
 from mecjax import __version__
 from mecjax import preflight
-from mecjax.cli import ArgumentParser, int_list, profiled, run_program
+from mecjax.cli import (ArgumentParser, enable_compilation_cache, int_list, profiled,
+                        run_program)
 from mecjax.config import Scenario
 from mecjax.learners import twin
 from mecjax.outputs import UserError, check_output_dir, lock_output_dir
@@ -68,7 +69,6 @@ def _start_worker(compile_cache: str | None) -> None:
     (several workers may share one accelerator)."""
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if compile_cache:
-        from mecjax.cli import enable_compilation_cache
         enable_compilation_cache(compile_cache)
 
 
@@ -108,8 +108,6 @@ def run_pending(pending: list, workers: int, log=print) -> dict:
             done[key] = _compute_and_save(path, *job)
             log(_cell_line(k, total, label, n, done[key]))
         return done
-    import jax
-
     cache = jax.config.jax_compilation_cache_dir
     order = sorted(pending, key=lambda job: -_COST.get(job[0][0].split(":")[0], 0.6)
                    * (0.5 + job[2] / 150))

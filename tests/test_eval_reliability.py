@@ -13,7 +13,8 @@ import jax
 import pytest
 
 from mecjax import cli
-from mecjax.outputs import DirectoryLock
+from mecjax.outputs import LOCK_NAME, DirectoryLock
+from conftest import snapshot
 from eval.plan import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,8 +29,7 @@ def _same_compilation_cache(monkeypatch):
 
 
 def _snapshot(directory: Path) -> dict:
-    return {p.relative_to(directory).as_posix(): p.read_bytes()
-            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != ".mecjax.lock"}
+    return snapshot(directory, ignore=(LOCK_NAME,))
 
 
 def _run(capsys, *argv) -> tuple[int, str]:
