@@ -11,6 +11,7 @@ from its library the same way):
 ``mecjax compare-learned``  ``eval/compare_learned.py``
 ``mecjax optgap``     ``eval/optimality_gap.py``
 ``mecjax sweep``      ``eval/sweep.py``
+``mecjax rollout-gif``  ``eval/rollout_gif.py``
 ``mecjax bench WHAT`` ``benchmarks/`` (env, optim, scale, schedulers, train)
 ====================  ===============================
 
@@ -43,6 +44,7 @@ COMMANDS = {
     "compare-learned": ("eval.compare_learned", "shipped learned schedulers vs the references"),
     "optgap": ("eval.optimality_gap", "optimality gap of the heuristics to the exact optimum"),
     "sweep": ("eval.sweep", "grid over scenario parameters and schedulers, sharded"),
+    "rollout-gif": ("eval.rollout_gif", "animate one rollout of a scheduler (GIF, PNG still)"),
     "bench": ("benchmarks.cli", "throughput benchmarks against NumPy "
                                 "(env, optim, scale, schedulers, train)"),
 }
