@@ -42,6 +42,8 @@ from mecjax.config import Scenario
 from mecjax.outputs import DirectoryLock, UserError
 from mecjax.rollout import METRICS, compile_rollout, rollout
 from mecjax.schedulers import available, make
+from mecjax.sharding import distributed_args
+from mecjax.sharding import is_writer as _is_writer   # a name of its own: tests stand in for it
 from mecjax.stats import summarize
 from eval.cells import cell_path, load_cell, save_cell
 
@@ -149,11 +151,6 @@ def validate_spec(spec: SweepSpec) -> list[Scenario]:
     return scenarios
 
 
-def _is_writer() -> bool:
-    """Only process 0 of a multi-host run writes (one writer per shared directory)."""
-    return jax.process_index() == 0
-
-
 def _largest(scenarios: list[Scenario]) -> Scenario:
     # The arrays of a slot scale with N x (M + 1) (decisions, channels) and N x knn (graph).
     return max(scenarios, key=lambda s: s.n_devices * (s.n_servers + 1 + s.knn))
@@ -172,15 +169,12 @@ def check_memory(spec: SweepSpec, scenarios: list[Scenario], shard: bool) -> Non
     """Refuse (:class:`mecjax.preflight.InsufficientMemoryError`) a sweep whose largest cell
     would not fit, from the compiled program of every scheduler on that cell."""
     largest = _largest(scenarios)
-    estimates = [preflight.compiled_bytes(compile_cell(largest, s, spec, shard))
-                 for s in spec.schedulers]
+    measure = sharding.host_bytes if shard else preflight.compiled_bytes
+    estimates = [measure(compile_cell(largest, s, spec, shard)) for s in spec.schedulers]
     known = [e for e in estimates if e is not None]
     if not known:
         return
     estimate = max(known)
-    if shard and jax.devices()[0].platform == "cpu":
-        # The estimate is per device; CPU "devices" of one process share the host's memory.
-        estimate *= jax.local_device_count()
     preflight.check_fits(estimate, "the sweep's largest cell",
                          "--instances or the grid's n_devices")
 
@@ -199,23 +193,6 @@ def run_cell(point: dict, sched: str, spec: SweepSpec, shard: bool) -> dict:
             "wall_s": time.perf_counter() - t0, "devices": jax.device_count()}
 
 
-def _agree(flag: bool) -> bool:
-    """In a multi-host run, whether every process says ``flag``; else ``flag``."""
-    if jax.process_count() == 1:
-        return flag
-    from jax.experimental import multihost_utils
-
-    return bool(np.all(multihost_utils.process_allgather(np.array([flag], np.int32))))
-
-
-def _from_process_0(values: np.ndarray) -> np.ndarray:
-    if jax.process_count() == 1:
-        return values
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.broadcast_one_to_all(values))
-
-
 def run_sweep(spec: SweepSpec, out_dir: str, shard: bool = True, log=print) -> list[dict]:
     """Run every cell of ``spec`` not already saved under ``out_dir/cells`` and write
     ``sweep.csv``, ``sweep.json`` and ``sweep.png`` to ``out_dir``; return the cells (on
@@ -227,32 +204,20 @@ def run_sweep(spec: SweepSpec, out_dir: str, shard: bool = True, log=print) -> l
     scenarios = validate_spec(spec)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
-    fits, memory_error = True, None
-    try:
-        check_memory(spec, scenarios, shard)
-    except preflight.InsufficientMemoryError as err:
-        fits, memory_error = False, err
-    if not _agree(fits):
-        raise memory_error or UserError("the sweep does not fit in another process's memory")
+    sharding.agreed(lambda: check_memory(spec, scenarios, shard),
+                    "another process could not check the sweep's memory (see its error)")
     writer = _is_writer()
     todo = list(spec.cells())
     with contextlib.ExitStack() as stack:
         saved: list[dict | None] = [None] * len(todo)
-        locked, lock_error = True, None
+        sharding.agreed(lambda: writer and stack.enter_context(DirectoryLock(out, "mecjax sweep")),
+                        f"process 0 could not lock --out {out}")
         if writer:
-            try:
-                stack.enter_context(DirectoryLock(out, "mecjax sweep"))
-            except UserError as err:
-                locked, lock_error = False, err
-            else:
-                for i, (point, sched) in enumerate(todo):
-                    config = spec.config(point, sched)
-                    saved[i] = load_cell(cell_path(out / "cells", _stem(point, sched), config),
-                                         config)
-        if not _agree(locked):
-            raise lock_error or UserError(f"process 0 could not lock --out {out}")
+            for i, (point, sched) in enumerate(todo):
+                config = spec.config(point, sched)
+                saved[i] = load_cell(cell_path(out / "cells", _stem(point, sched), config), config)
         # Every process must run the same cells (each runs its shard of every one).
-        done = _from_process_0(np.array([c is not None for c in saved], np.int32))
+        done = sharding.from_process_0(np.array([c is not None for c in saved], np.int32))
         log(f"mecjax sweep: {len(todo)} cells x {spec.instances} instances x {spec.slots} slots "
             f"on {jax.device_count()} device(s) [{jax.default_backend()}]"
             f"{', sharded' if shard else ''}, {int(done.sum())} done before")
@@ -362,32 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seed", type=int, default=0)
     sw.add_argument("--out", default="results/sweeps/default")
     sw.add_argument("--no-shard", action="store_true", help="plain vmap on the default device")
-    sw.add_argument("--distributed", action="store_true",
-                    help="call jax.distributed.initialize() first (multi-host runs; the "
-                         "cluster manager, SLURM, Open MPI, Kubernetes, gives the processes)")
-    sw.add_argument("--coordinator", metavar="HOST:PORT",
-                    help="multi-host run without a cluster manager: process 0's address "
-                         "(implies --distributed; give --num-processes and --process-id too)")
-    sw.add_argument("--num-processes", type=int, metavar="P")
-    sw.add_argument("--process-id", type=int, metavar="I")
+    sharding.add_distributed_arguments(sw)
     sw.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace to DIR")
     return sw
-
-
-def distributed_args(args) -> dict | None:
-    """The keyword arguments of :func:`mecjax.sharding.initialize_distributed` the flags
-    ask for, or None for a single-process run."""
-    manual = (args.coordinator, args.num_processes, args.process_id)
-    if all(v is None for v in manual):
-        return {} if args.distributed else None
-    if any(v is None for v in manual):
-        raise UserError("--coordinator, --num-processes and --process-id go together")
-    if args.num_processes < 1:
-        raise UserError(f"--num-processes {args.num_processes} must be >= 1")
-    if not 0 <= args.process_id < args.num_processes:
-        raise UserError(f"--process-id {args.process_id} must be in [0, {args.num_processes})")
-    return {"coordinator": args.coordinator, "num_processes": args.num_processes,
-            "process_id": args.process_id}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -294,8 +294,10 @@ def _on_this_machine(leaf):
     on a CPU-only machine, nor a CPU-written one on a GPU.
     """
     if isinstance(leaf, jax.ShapeDtypeStruct) and getattr(leaf, "sharding", None) is None:
+        # local_devices: in a multi-process run, devices()[0] belongs to process 0.
+        device = jax.local_devices()[0]
         return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                    sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+                                    sharding=jax.sharding.SingleDeviceSharding(device))
     return leaf
 
 
