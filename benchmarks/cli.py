@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "where the JAX run's would exceed it) or device evaluations per "
                             "timed NumPy QIO run (optim, default 1e7: generations timed, "
                             "scaled linearly to --iterations)")
+    bench.add_argument("--methods", help="schedulers: comma-separated scheduler names "
+                                         "(default: every method of the report)")
     bench.add_argument("--time-limit", type=float, default=20.0,
                        help="optim: stop repeating once this many seconds were timed")
     return bench
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.schedulers import bench_schedulers
 
         bench_schedulers(ns=args.ns or (50, 150), instances=(args.batches or (32,))[0],
-                         repeats=min(args.repeats, 2), out_dir=out)
+                         repeats=min(args.repeats, 2), out_dir=out,
+                         methods=tuple(args.methods.split(",")) if args.methods else None)
     else:
         from benchmarks.scale import bench_scale
 

@@ -16,6 +16,7 @@ import jax
 
 from benchmarks.common import best_time, write_benchmark
 from mecjax.config import Scenario
+from mecjax.outputs import UserError
 from mecjax.rollout import rollout
 from mecjax.schedulers import make
 from eval.plan import learned_checkpoint, methods_in_order
@@ -24,13 +25,21 @@ from train.recipes import SHIPPED_ROOT
 
 def bench_schedulers(ns=(50, 150), instances: int = 32, slots: int = 5, repeats: int = 2,
                      ckpt_root: str = SHIPPED_ROOT, out_dir: str | None = "results/benchmarks",
-                     log=print) -> list[dict]:
+                     methods: tuple[str, ...] | None = None, log=print) -> list[dict]:
+    """Decisions per second of each method (``methods``: scheduler names, default every
+    method of the report; all-local always runs first, as the floor)."""
+    order = [m for m in methods_in_order() if m[1] != "local"]
+    if methods is not None:
+        unknown = sorted(set(methods) - {name for _, name in order} - {"local"})
+        if unknown:
+            raise UserError(f"--methods: unknown {', '.join(unknown)}; known: "
+                            f"{', '.join(name for _, name in order)}")
+        order = [m for m in order if m[1] in methods]
     rows = []
     for n in ns:
         s = Scenario(n_devices=n, horizon=slots)
         floor = None
-        for label, name in [("all-local", "local")] + [m for m in methods_in_order()
-                                                       if m[1] != "local"]:
+        for label, name in [("all-local", "local")] + order:
             found = learned_checkpoint(name, n, ckpt_root)
             if found is None:
                 log(f"  {label} N={n}: no checkpoint under {ckpt_root}, skipped")

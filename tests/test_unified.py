@@ -290,8 +290,13 @@ def full(twin_dir):
     return sched, st
 
 
+# One compiled program per variant (a scheduler is a pytree whose flags are static): an
+# eager pipeline would compile each of its hundreds of operations on its own.
+_pipeline = jax.jit(lambda sched, key, st, obs: sched.pipeline(key, st, obs, S))
+
+
 def _pipe(sched, st, obs):
-    return sched.pipeline(jax.random.key(7), st, obs, S)
+    return _pipeline(sched, jax.random.key(7), st, obs)
 
 
 def test_fused_decision_never_worse_than_best_candidate_under_the_twin(full, obs):
