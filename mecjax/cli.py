@@ -12,6 +12,7 @@ from its library the same way):
 ``mecjax optgap``     ``eval/optimality_gap.py``
 ``mecjax sweep``      ``eval/sweep.py``
 ``mecjax rollout-gif``  ``eval/rollout_gif.py``
+``mecjax ppo``        ``train/ppo.py``
 ``mecjax bench WHAT`` ``benchmarks/`` (env, optim, scale, schedulers, train)
 ====================  ===============================
 
@@ -45,6 +46,7 @@ COMMANDS = {
     "optgap": ("eval.optimality_gap", "optimality gap of the heuristics to the exact optimum"),
     "sweep": ("eval.sweep", "grid over scenario parameters and schedulers, sharded"),
     "rollout-gif": ("eval.rollout_gif", "animate one rollout of a scheduler (GIF, PNG still)"),
+    "ppo": ("train.ppo", "PPO (PureJaxRL style) on mecjax.make_gymnax; results/rl/ppo.*"),
     "bench": ("benchmarks.cli", "throughput benchmarks against NumPy "
                                 "(env, optim, scale, schedulers, train)"),
 }
