@@ -13,6 +13,7 @@ from its library the same way):
 ``mecjax sweep``      ``eval/sweep.py``
 ``mecjax rollout-gif``  ``eval/rollout_gif.py``
 ``mecjax ppo``        ``train/ppo.py``
+``mecjax ippo``       ``train/ippo.py``
 ``mecjax bench WHAT`` ``benchmarks/`` (env, optim, scale, schedulers, train)
 ====================  ===============================
 
@@ -47,6 +48,8 @@ COMMANDS = {
     "sweep": ("eval.sweep", "grid over scenario parameters and schedulers, sharded"),
     "rollout-gif": ("eval.rollout_gif", "animate one rollout of a scheduler (GIF, PNG still)"),
     "ppo": ("train.ppo", "PPO (PureJaxRL style) on mecjax.make_gymnax; results/rl/ppo.*"),
+    "ippo": ("train.ippo", "IPPO (JaxMARL-baselines style) on mecjax.make_jaxmarl; "
+                           "results/rl/ippo.*"),
     "bench": ("benchmarks.cli", "throughput benchmarks against NumPy "
                                 "(env, optim, scale, schedulers, train)"),
 }

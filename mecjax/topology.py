@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import io
 import math
 from importlib import resources
@@ -108,14 +107,12 @@ def _read_latlon(name: str, n_rows: int, columns: tuple[str, str]) -> np.ndarray
     except (ValueError, TypeError, csv.Error) as err:
         raise DataFileError(f"packaged data file {where} is corrupt ({err}); "
                             "reinstall mecjax") from err
-    rows.setflags(write=False)  # cached and shared between callers
     return rows
 
 
-@functools.lru_cache(maxsize=1)
 def load_eua() -> tuple[np.ndarray, np.ndarray]:
     """The EUA Melbourne CBD data: ``(sites [125, 2], users [816, 2])``, latitude and longitude
-    in degrees, in file order. Read-only arrays."""
+    in degrees, in file order (read on each call: about 45 kB)."""
     sites = _read_latlon(SITES_FILE, EUA_SITES, ("LATITUDE", "LONGITUDE"))
     users = _read_latlon(USERS_FILE, EUA_USERS, ("Latitude", "Longitude"))
     return sites, users

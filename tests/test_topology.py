@@ -26,8 +26,8 @@ def test_load_eua_reads_every_row():
     np.testing.assert_array_equal(sites[0], [-37.81517, 144.97476])
     np.testing.assert_allclose(users[0], [-37.814619463998895, 144.9744434939978])
     assert len({tuple(r) for r in sites}) == 125
-    with pytest.raises(ValueError):
-        sites[0, 0] = 0.0  # the cached arrays are shared: read-only
+    sites[0, 0] = 0.0  # each call reads the files again: a caller's change stays its own
+    assert load_eua()[0][0, 0] == -37.81517
 
 
 def test_to_metres_matches_degree_lengths():

@@ -22,7 +22,7 @@ import numpy as np
 
 from mecjax.env.types import Decision
 from mecjax.interfaces import require
-from mecjax.interfaces.gymnax_env import MECGymnax, _prices, make_gymnax, observation_bounds
+from mecjax.interfaces.gymnax_env import MECGymnax, slot_prices, make_gymnax, observation_bounds
 
 gymnasium = require("gymnasium")
 from gymnasium import spaces  # noqa: E402
@@ -105,7 +105,7 @@ class MECGymnasium(gymnasium.Env):
         from mecjax.viewer import render_rgb
 
         state = self._state
-        decision = Decision(state.offload, _prices(self.params))
+        decision = Decision(state.offload, slot_prices(self.params))
         return render_rgb(state.mec, decision, self.params.env)
 
 

@@ -150,7 +150,7 @@ def sequential_obs(view: Observation | EnvState, offload, device, prices,
     return jnp.concatenate([own, count, work, pos]).astype(jnp.float32)
 
 
-def _prices(params: GymnaxParams) -> jax.Array:
+def slot_prices(params: GymnaxParams) -> jax.Array:
     """[M] the prices a slot is executed with: ``params.prices`` repaired as
     :func:`mecjax.env.sanitize_decision` repairs them (NaN to ``price_min``, clipped
     to the scenario's range), so rewards and observations use the prices
@@ -210,7 +210,7 @@ class MECGymnax(environment.Environment):
         # Out-of-range actions are clipped, as mecjax.env.step repairs them under jit.
         action = jnp.clip(jnp.asarray(action, jnp.int32), 0, p.n_servers)
         offload = state.offload.at[state.device].set(action)
-        cost = slot_cost(state.mec, offload, _prices(params), p)
+        cost = slot_cost(state.mec, offload, slot_prices(params), p)
         reward = state.partial_cost - cost - state.base_cost / n
         nxt = state.replace(time=state.time + 1, offload=offload, device=state.device + 1,
                             partial_cost=cost)
@@ -221,7 +221,7 @@ class MECGymnax(environment.Environment):
 
     def _next_slot(self, key, state: GymnaxState, params: GymnaxParams):
         """Execute the slot's assembled decision and start the next slot."""
-        decision = Decision(state.offload, _prices(params))
+        decision = Decision(state.offload, slot_prices(params))
         _, mec_state, _, _, _ = mec.step(key, state.mec, decision, params.env)
         return self._start_slot(mec_state, state.time, params)
 
@@ -231,13 +231,13 @@ class MECGymnax(environment.Environment):
     def _start_slot(self, mec_state: EnvState, time, params: GymnaxParams):
         p = params.env
         offload = jnp.zeros((p.n_devices,), jnp.int32)
-        base = slot_cost(mec_state, offload, _prices(params), p)
+        base = slot_cost(mec_state, offload, slot_prices(params), p)
         state = GymnaxState(time=time, mec=mec_state, offload=offload,
                             device=jnp.zeros((), jnp.int32), base_cost=base, partial_cost=base)
         return self.observe(None, state, None, params), state
 
     def observe(self, key, state: GymnaxState, action, params: GymnaxParams) -> jax.Array:
-        return sequential_obs(state.mec, state.offload, state.device, _prices(params), params.env)
+        return sequential_obs(state.mec, state.offload, state.device, slot_prices(params), params.env)
 
     def get_obs(self, state: GymnaxState, params: GymnaxParams | None = None, key=None):
         return self.observe(key, state, None, params or self.default_params)
@@ -310,4 +310,4 @@ def make_gymnax(task: Any = None, prices=None) -> tuple[MECGymnax, GymnaxParams]
 
 
 __all__ = ["GymnaxParams", "GymnaxState", "MECGymnax", "make_gymnax", "obs_dim",
-           "observation_bounds", "sequential_obs", "slot_cost"]
+           "observation_bounds", "sequential_obs", "slot_cost", "slot_prices"]
