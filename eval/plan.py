@@ -12,7 +12,7 @@ from mecjax import checkpoint as ckpt
 from mecjax.schedulers import available
 from eval import paper
 from eval.cells import digest
-from train.recipes import LEARNED_METHODS, SHIPPED_ROOT, shipped_dir, shipped_twin_dir
+from train.recipes import LEARNED_METHODS, shipped_dir, shipped_twin_dir
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "reproduce.toml"
 

@@ -51,7 +51,8 @@ def trajectory(scheduler, params, key, n_slots: int):
 
     def outcome(o, g, d):
         return env.evaluate_arrays(o.task_bits, o.task_cycles, o.cpu_freq, o.tx_power, g,
-                                   o.gain_observed, o.battery, o.backlog, d, params)
+                                   o.gain_observed, o.battery, o.backlog, d, params,
+                                   device_backlog=o.device_backlog)
 
     return obs, decision, jax.vmap(outcome)(obs, gain, decision), metrics
 
@@ -60,16 +61,14 @@ def trajectory(scheduler, params, key, n_slots: int):
 
 
 def _scenario(task: str, n_devices: int | None):
-    from mecjax.interfaces import scenario_of
+    from mecjax import tasks
 
     try:
-        scenario = scenario_of(task)
+        tasks.spec(task)
     except ValueError as err:
         raise UserError(f"--task: {err}") from None
-    if n_devices is None:
-        return scenario
-    try:
-        return scenario.replace(n_devices=n_devices)
+    try:   # through the task, so a task with fixed positions picks N of its own users
+        return tasks.make(task) if n_devices is None else tasks.make(task, n_devices=n_devices)
     except ValueError as err:
         raise UserError(f"--n-devices {n_devices}: {err}") from None
 

@@ -111,8 +111,10 @@ class SweepSpec:
                 yield point, sched
 
     def config(self, point: dict, sched: str) -> dict:
+        # The metrics recorded: a cell saved before a metric was added is recomputed.
         return {"scheduler": sched, "scenario": point, "instances": self.instances,
-                "slots": self.slots, "seed": self.seed, "mecjax": __version__}
+                "slots": self.slots, "seed": self.seed, "mecjax": __version__,
+                "metrics": list(METRICS)}
 
 
 def validate_spec(spec: SweepSpec) -> list[Scenario]:

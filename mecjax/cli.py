@@ -11,6 +11,7 @@ from its library the same way):
 ``mecjax compare-learned``  ``eval/compare_learned.py``
 ``mecjax optgap``     ``eval/optimality_gap.py``
 ``mecjax sweep``      ``eval/sweep.py``
+``mecjax tasks``      ``eval/tasks.py``
 ``mecjax rollout-gif``  ``eval/rollout_gif.py``
 ``mecjax ppo``        ``train/ppo.py``
 ``mecjax ippo``       ``train/ippo.py``
@@ -46,6 +47,7 @@ COMMANDS = {
     "compare-learned": ("eval.compare_learned", "shipped learned schedulers vs the references"),
     "optgap": ("eval.optimality_gap", "optimality gap of the heuristics to the exact optimum"),
     "sweep": ("eval.sweep", "grid over scenario parameters and schedulers, sharded"),
+    "tasks": ("eval.tasks", "evidence that each named task is what it claims (results/tasks.md)"),
     "rollout-gif": ("eval.rollout_gif", "animate one rollout of a scheduler (GIF, PNG still)"),
     "ppo": ("train.ppo", "PPO (PureJaxRL style) on mecjax.make_gymnax; results/rl/ppo.*"),
     "ippo": ("train.ippo", "IPPO (JaxMARL-baselines style) on mecjax.make_jaxmarl; "

@@ -24,7 +24,8 @@ from mecjax.env import env
 from mecjax.schedulers.base import Scheduler, Transition
 
 METRICS = ("latency_ms", "energy_j", "throughput_mbps", "fairness", "utility", "mean_cost",
-           "welfare_cost", "revenue", "offload_fraction", "invalid_decision")
+           "welfare_cost", "revenue", "offload_fraction", "invalid_decision", "deadline_miss",
+           "failed")
 
 
 def rollout_instance(scheduler: Scheduler, params, key: jax.Array, n_slots: int,

@@ -190,7 +190,8 @@ def render(state: EnvState | Observation, decision: Decision | None, params: Par
                linewidths=np.where(forced, 1.6, 0.5), zorder=3, gid="devices")
 
     # Servers: marker, label (price, offered load), backlog bar.
-    capacity = float(p.server_cpu_hz) * float(p.slot_s)
+    # [M]: the server CPU may be one value or one per server (heterogeneous servers)
+    capacity = np.broadcast_to(np.asarray(p.server_cpu_hz, float), (m,)) * float(p.slot_s)
     prices = dec["prices"] if dec is not None else s["prices"]
     load = (None if executed is None else
             np.array([s["task_cycles"][executed == j + 1].sum() for j in range(m)]) / capacity)
@@ -198,7 +199,7 @@ def render(state: EnvState | Observation, decision: Decision | None, params: Par
                c=colors, edgecolors="black", linewidths=1.2, zorder=4, gid="servers")
     bar_h, bar_w = 0.12 * area, 0.022 * area
     for j, (x, y) in enumerate(s["server_positions"]):
-        fill = min(float(s["backlog"][j]) / capacity / BACKLOG_FULL_SLOTS, 1.0)
+        fill = min(float(s["backlog"][j]) / capacity[j] / BACKLOG_FULL_SLOTS, 1.0)
         bx, by = x + 0.035 * area, y - bar_h / 2
         ax.add_patch(Rectangle((bx, by), bar_w, bar_h, facecolor="white", edgecolor="black",
                                linewidth=0.8, zorder=4, gid=f"backlog_box_{j + 1}"))

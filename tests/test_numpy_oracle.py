@@ -35,7 +35,7 @@ def _assert_close(jax_tree, ref: dict, where: str):
         # Fading, burst, battery, backlog and leader utility are sums of terms that cancel near 0:
         # compare them on the scale of the largest value.
         cancels = key.startswith("fading") or key in ("leader_utility", "battery", "burst",
-                                                      "backlog", "positions")
+                                                      "backlog", "positions", "device_backlog")
         err = _rel_err(got, want, floor=1.0 if cancels else 1e-6)
         assert err <= tol, f"{where}.{key}: relative error {err:.2e} > {tol:.0e}"
 
@@ -44,22 +44,40 @@ def _np_noise(tree):
     return {k: np.asarray(v) for k, v in tree.items()}
 
 
-@pytest.mark.parametrize("mobility", [False, True])
-def test_jax_matches_numpy_over_a_trajectory(mobility):
-    s = mecjax.Scenario(n_devices=12, n_servers=3, mobility=mobility, mobility_step_m=20.0,
-                        harvest_max_j=0.05, battery_capacity_j=0.5)
-    keys = jax.random.split(jax.random.key(0), B)
+# Every extension on (docs/model.md, "Extensions"): hard battery with small batteries (tasks
+# fail), device queues on a short slot (they carry), per-server CPU and bandwidth, a remote
+# cloud, fixed server and initial device positions, mobility (the cloud's gain follows the
+# strongest edge site as devices move).
+EXTENDED = mecjax.Scenario(
+    n_devices=6, n_servers=3, mobility=True, mobility_step_m=40.0, harvest_max_j=0.02,
+    battery_capacity_j=0.2, slot_s=0.05, battery_hard=True, failure_cost=0.3, device_queue=True,
+    server_cpu_hz=(10e9, 4e9, 60e9), bandwidth_hz=(10e6, 20e6, 5e6), wan_delay_s=(0.0, 0.0, 0.03),
+    server_xy=((120.0, 100.0), (380.0, 400.0), (0.0, 0.0)),
+    device_xy=((10.0, 20.0), (250.0, 250.0), (400.0, 380.0), (130.0, 90.0), (490.0, 5.0),
+               (300.0, 120.0)))
+
+
+@pytest.mark.parametrize("s, batch, slots", [
+    (mecjax.Scenario(n_devices=12, n_servers=3, mobility=False, mobility_step_m=20.0,
+                     harvest_max_j=0.05, battery_capacity_j=0.5), B, 12),
+    (mecjax.Scenario(n_devices=12, n_servers=3, mobility=True, mobility_step_m=20.0,
+                     harvest_max_j=0.05, battery_capacity_j=0.5), B, 12),
+    (EXTENDED, 4, 6),
+], ids=["static", "mobility", "extensions"])
+def test_jax_matches_numpy_over_a_trajectory(s, batch, slots):
+    keys = jax.random.split(jax.random.key(0), batch)
     rn = jax.vmap(env.reset_noise, (0, None))(keys, s)
     state = jax.jit(jax.vmap(env.reset_from_noise, (0, None)), static_argnums=1)(rn, s)
     ref = nm.reset_from_noise(_np_noise(rn), s)
     _assert_close(state, ref, "reset")
     transition = jax.jit(jax.vmap(env.transition, (0, 0, 0, None)), static_argnums=3)
     rng = np.random.default_rng(1)
-    for t in range(12):
-        off = rng.integers(0, s.n_servers + 1, (B, s.n_devices))
-        prices = rng.uniform(s.price_min, s.price_max, (B, s.n_servers))
+    seen = {"failed": 0, "queued": 0}
+    for t in range(slots):
+        off = rng.integers(0, s.n_servers + 1, (batch, s.n_devices))
+        prices = rng.uniform(s.price_min, s.price_max, (batch, s.n_servers))
         if t % 2:   # explicit valid shares every other slot
-            raw = rng.uniform(0.05, 1.0, (B, s.n_devices))
+            raw = rng.uniform(0.05, 1.0, (batch, s.n_devices))
             on = off[..., None] == np.arange(1, s.n_servers + 1)
             tot = (on * raw[..., None]).sum(-2)
             bw = np.where(off > 0, raw / np.maximum((on * tot[:, None, :]).sum(-1), 1e-9), 0.0)
@@ -69,7 +87,8 @@ def test_jax_matches_numpy_over_a_trajectory(mobility):
         dec = env.Decision(jnp.asarray(off, jnp.int32), jnp.asarray(prices, jnp.float32),
                            None if bw is None else jnp.asarray(bw, jnp.float32),
                            None if cpu is None else jnp.asarray(cpu, jnp.float32))
-        sn = jax.vmap(env.step_noise, (0, None))(jax.random.split(jax.random.key(100 + t), B), s)
+        sn = jax.vmap(env.step_noise, (0, None))(jax.random.split(jax.random.key(100 + t), batch),
+                                                 s)
         # NumPy gets the float32-rounded decision the JAX side sees.
         bw32 = None if bw is None else np.asarray(dec.bandwidth_share)
         cpu32 = None if cpu is None else np.asarray(dec.cpu_share)
@@ -84,8 +103,15 @@ def test_jax_matches_numpy_over_a_trajectory(mobility):
         _assert_close(info, ref_out, f"slot {t} outcome")
         _assert_close(info, ref_met, f"slot {t} metrics")
         assert not bool(np.any(info["invalid_decision"]))
-    # The trajectory exercised what it should: batteries ran low and forced offloading.
+        seen["failed"] += int(np.sum(ref_out["task_failed"]))
+        seen["queued"] += int(np.sum(ref["device_backlog"] > 0))
+    # The trajectory exercised what it should: batteries ran low and forced offloading,
+    # and with the extensions tasks failed and device queues carried work.
     assert np.any(np.asarray(info["forced_offload"])) or np.any(ref["battery"] < 0.1)
+    if s.battery_hard:
+        assert seen["failed"] > 0 and seen["queued"] > 0
+        np.testing.assert_array_equal(np.asarray(state.server_positions[0]),
+                                      np.asarray(s.server_xy, np.float32))
 
 
 def test_evaluate_on_observation_uses_the_delayed_channel(small):

@@ -53,6 +53,18 @@ def test_same_key_same_words_and_shape_layout():
     np.testing.assert_array_equal(flat.reshape(3, 4), np.asarray(rng.uniform(seed, 2, (3, 4))))
 
 
+def test_many_streams_drawn_at_once_equal_each_stream_drawn_alone():
+    seed = rng.seed_words(jax.random.key(11))
+    shapes = {"a": (5,), "b": (4, 3), "empty": (0,), "c": (2, 2, 2)}
+    together = rng.uniforms(seed, 100, shapes)
+    assert list(together) == list(shapes)
+    for i, (name, shape) in enumerate(shapes.items()):
+        alone = rng.uniform(seed, 100 + i, shape)
+        assert together[name].shape == shape
+        np.testing.assert_array_equal(np.asarray(together[name]), np.asarray(alone))
+    assert rng.uniforms(seed, 0, {}) == {}
+
+
 def test_lowbias32_is_a_bijection_on_a_sample():
     x = np.arange(1 << 16, dtype=np.uint32)
     h = np.asarray(rng.lowbias32(jax.numpy.asarray(x)))

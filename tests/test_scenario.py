@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import mecjax
 from mecjax.config import STATIC_FIELDS, EnvParams, Scenario, as_params
 from mecjax.env import Decision, evaluate, reset, step
 
@@ -48,13 +46,14 @@ def test_default_is_paper_table_1():
 
 POSITIVE = ("slot_s", "area_m", "min_distance_m", "task_bits_min", "task_cycles_min",
             "load_period_slots", "bandwidth_hz", "noise_w", "tx_power_min_w",
-            "server_cpu_hz", "device_cpu_min_hz", "kappa", "battery_capacity_j")
+            "server_cpu_hz", "device_cpu_min_hz", "kappa", "battery_capacity_j",
+            "deadline_min_s")
 NON_NEGATIVE = ("server_radius_m", "mobility_step_m", "load_amplitude", "burst_std",
                 "task_noise", "server_kappa", "harvest_max_j", "price_min",
-                "alpha", "beta", "gamma", "leader_lambda", "leader_mu")
+                "alpha", "beta", "gamma", "leader_lambda", "leader_mu", "failure_cost")
 MIN_MAX = (("task_bits_min", "task_bits_max"), ("task_cycles_min", "task_cycles_max"),
            ("tx_power_min_w", "tx_power_max_w"), ("device_cpu_min_hz", "device_cpu_max_hz"),
-           ("price_min", "price_max"))
+           ("price_min", "price_max"), ("deadline_min_s", "deadline_max_s"))
 
 # (changes, field named in the message, text of the allowed range in the message)
 INVALID: list[tuple[dict, str, str]] = [
@@ -75,6 +74,28 @@ INVALID: list[tuple[dict, str, str]] = [
     (dict(noise_rng="threefry"), "noise_rng", "one of 'hash', 'jax'"),
     (dict(noise_rng=None), "noise_rng", "one of 'hash', 'jax'"),
     (dict(noise_rng=["hash"]), "noise_rng", "one of 'hash', 'jax'"),
+    (dict(battery_hard=1), "battery_hard", "a bool"),
+    (dict(device_queue="no"), "device_queue", "a bool"),
+    # per-server fields: a float or one finite value per server
+    (dict(server_cpu_hz=(1e10, 2e10)), "server_cpu_hz", "a tuple of n_servers = 3 floats"),
+    (dict(bandwidth_hz=[1e7, 1e7, 1e7, 1e7]), "bandwidth_hz", "a tuple of n_servers = 3"),
+    (dict(server_cpu_hz=(1e10, float("nan"), 1e10)), "server_cpu_hz", "finite numbers"),
+    (dict(bandwidth_hz=(1e7, "1e7", 1e7)), "bandwidth_hz", "finite numbers"),
+    (dict(server_cpu_hz=(1e10, 0.0, 1e10)), "server_cpu_hz", "> 0 (every server)"),
+    (dict(wan_delay_s=-0.1), "wan_delay_s", ">= 0"),
+    (dict(wan_delay_s=(0.0, -0.1, 0.0)), "wan_delay_s", ">= 0 (every server)"),
+    (dict(wan_delay_s=float("inf")), "wan_delay_s", "a finite number"),
+    (dict(wan_delay_s=0.05), "wan_delay_s", "0 for at least one server"),
+    (dict(wan_delay_s=(0.05, 0.05, 0.05)), "wan_delay_s", "0 for at least one server"),
+    # fixed positions: one (x, y) pair per server / device, inside the area
+    (dict(server_xy=((0.0, 0.0), (1.0, 1.0))), "server_xy", "n_servers = 3 (x, y) pairs"),
+    (dict(server_xy=((0.0, 0.0), (1.0, 1.0), (2.0,))), "server_xy", "(x, y) pairs"),
+    (dict(server_xy=((0.0, 0.0), (1.0, 1.0), (2.0, 501.0))), "server_xy", "inside the area"),
+    (dict(server_xy=((0.0, 0.0), (1.0, -1.0), (2.0, 2.0))), "server_xy", "inside the area"),
+    (dict(device_xy=((1.0, 1.0),) * 49), "device_xy", "n_devices = 50 (x, y) pairs"),
+    (dict(device_xy=((1.0, 1.0),) * 49 + ((float("nan"), 1.0),)), "device_xy", "finite"),
+    (dict(device_xy=((1.0, 1.0),) * 49 + ((600.0, 1.0),)), "device_xy", "inside the area"),
+    (dict(device_xy="centre"), "device_xy", "(x, y) pairs"),
 ]
 for _f in POSITIVE:
     INVALID.append(({_f: 0.0}, _f, "> 0"))
@@ -170,6 +191,12 @@ def test_every_validated_float_field_is_covered():
     dict(noise_rng="jax"), dict(noise_rng=np.str_("jax")),
     dict(bandwidth_hz=20_000_000),  # an int for a float field is fine
     dict(pathloss_db_at_1km=-5.0),  # only required to be finite
+    dict(deadline_min_s=0.1, deadline_max_s=0.1), dict(failure_cost=0.0),
+    dict(battery_hard=True, device_queue=True),
+    dict(server_cpu_hz=(1e10, 2e10, 4e10), bandwidth_hz=(1e7, 2e7, 5e6)),
+    dict(wan_delay_s=(0.0, 0.0, 0.05)), dict(wan_delay_s=0.0),
+    dict(server_xy=((0.0, 0.0), (500.0, 500.0), (250.0, 0.0))),
+    dict(device_xy=tuple((float(i), 500.0 - i) for i in range(50))),
 ])
 def test_boundary_values_are_accepted(changes):
     s = Scenario(**changes)
@@ -381,3 +408,23 @@ def test_jit_over_params_with_closed_over_state_and_decision():
     _, _, reward, _, _ = jax.jit(lambda p: step(key, state, decision, p))(s.params())
     _, _, ref, _, _ = step(key, state, decision, s)
     np.testing.assert_allclose(float(reward), float(ref), rtol=2e-5)
+
+
+def test_sequences_become_hashable_tuples_and_survive_json():
+    """Per-server fields and positions given as lists or arrays (JSON, TOML, NumPy) are
+    stored as tuples: the scenario stays hashable, static under jit, and round-trips
+    through the JSON a checkpoint or a cell saves."""
+    import json
+    s = Scenario(n_devices=2, n_servers=2, server_cpu_hz=np.array([1e10, 4e10]),
+                 bandwidth_hz=[np.float32(1e7), 2e7], wan_delay_s=[0, 0.05],
+                 server_xy=[[10, 20], [30, 40]], device_xy=np.array([[1.0, 2.0], [3.0, 4.0]]))
+    assert s.server_cpu_hz == (1e10, 4e10) and s.server_xy == ((10, 20), (30, 40))
+    assert s.device_xy == ((1.0, 2.0), (3.0, 4.0)) and isinstance(s.bandwidth_hz[0], float)
+    hash(s)
+    again = Scenario(**json.loads(json.dumps(dataclasses.asdict(s))))
+    assert again == s and hash(again) == hash(s)
+    p = s.params()
+    assert p.server_cpu_hz.shape == (2,) and p.server_cpu_hz.dtype == jnp.float32
+    assert p.bandwidth_hz.shape == (2,) and p.slot_s.shape == ()
+    assert p.wan_delay_s == (0, 0.05) and p.server_xy == s.server_xy   # static: in the treedef
+    assert jax.tree.structure(p) != jax.tree.structure(s.replace(wan_delay_s=(0, 0.1)).params())

@@ -129,9 +129,7 @@ def data_dir(tmp_path, monkeypatch):
             return tmp_path
 
     monkeypatch.setattr(topology, "resources", Files)
-    load_eua.cache_clear()
     yield tmp_path / "eua"
-    load_eua.cache_clear()
 
 
 def test_missing_or_corrupt_file_is_one_line_error(data_dir):
@@ -142,13 +140,11 @@ def test_missing_or_corrupt_file_is_one_line_error(data_dir):
                        ("\n".join(lines[:5] + ["-37.81,abc"] + lines[6:]), "abc"),
                        ("\n".join(lines[:5] + ["-38.81,144.96"] + lines[6:]), "outside")]:
         users.write_text(text)
-        load_eua.cache_clear()
         with pytest.raises(UserError, match=rf"mecjax/data/eua/{topology.USERS_FILE} is corrupt"
                                             rf" \(.*{what}") as err:
             load_eua()
         assert "\n" not in str(err.value)
     users.unlink()
-    load_eua.cache_clear()
     with pytest.raises(UserError, match=f"{topology.USERS_FILE} is missing"):
         load_eua()
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 import math
 
 import jax.numpy as jnp
+import numpy as np
+
+from mecjax.config import remote_servers
+from mecjax.env import physics
 
 TWO_PI = 2.0 * math.pi
 SQRT12 = math.sqrt(12.0)
@@ -27,6 +31,28 @@ def distances(positions, server_positions):
     """[N, M] Euclidean device-server distances."""
     diff = positions[:, None, :] - server_positions[None, :, :]
     return jnp.sqrt(jnp.sum(diff**2, axis=-1))
+
+
+def reach_remote(path_gain, remote):
+    """[N, M] ``path_gain`` with each remote server's column (``remote``: static tuple of
+    M bools) replaced by the device's gain to its strongest edge site: a device reaches
+    a cloud through the radio of the edge site it is attached to (largest large-scale
+    gain, as LTE/NR attach by averaged received power), so the cloud's position does not
+    matter. Returns ``path_gain`` itself when no server is remote."""
+    if not any(remote):
+        return path_gain
+    edge = np.flatnonzero(~np.asarray(remote))
+    strongest = jnp.max(path_gain[..., edge], axis=-1, keepdims=True)
+    return jnp.where(np.asarray(remote), strongest, path_gain)
+
+
+def large_scale_gain(positions, server_positions, p):
+    """[N, M] path gain of every device-server pair from their distance
+    (:func:`mecjax.env.physics.path_gain`), remote servers reached through the strongest
+    edge site (:func:`reach_remote`). ``p``: Scenario or EnvParams."""
+    path = physics.path_gain(distances(positions, server_positions), p.pathloss_db_at_1km,
+                             p.pathloss_slope_db, p.min_distance_m)
+    return reach_remote(path, remote_servers(p))
 
 
 def complex_normal(u1, u2):
@@ -78,7 +104,9 @@ def battery_update(battery, energy, u_harvest, harvest_max, capacity):
 
 
 def backlog_update(backlog, work_in, server_cpu_hz, slot_s):
-    """Q' = max(0, Q + work in - F tau): work a server cannot finish carries over."""
+    """Q' = max(0, Q + work in - F tau): work a server cannot finish carries over.
+
+    The same rule serves a device's own queue (``server_cpu_hz`` = its f_i)."""
     return jnp.maximum(backlog + work_in - server_cpu_hz * slot_s, 0.0)
 
 

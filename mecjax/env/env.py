@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mecjax.config import EnvParams, Scenario, as_params
+from mecjax.config import EnvParams, Scenario, as_params, per_server, remote_servers
 from mecjax.env import dynamics, metrics, physics, rng
 from mecjax.env.types import Decision, EnvState, Observation, Outcome
 
@@ -30,11 +30,12 @@ SHARE_TOL = 1e-5
 
 # Noise streams: each quantity has its own stream (see rng.uniform). Step streams
 # are numbered from 100, so a key used for both a reset and a step gives
-# unrelated words.
+# unrelated words. New streams are appended: the hash generator's words of the
+# earlier streams stay what they were.
 _RESET_STREAMS = ("pos_x", "pos_y", "cpu", "power", "phase", "burst", "fade_prev_1",
-                  "fade_prev_2", "fade_1", "fade_2", "bits", "cycles", "battery")
+                  "fade_prev_2", "fade_1", "fade_2", "bits", "cycles", "battery", "deadline")
 _STEP_STREAMS = ("fade_1", "fade_2", "burst", "bits", "cycles", "harvest",
-                 "move_step", "move_angle")
+                 "move_step", "move_angle", "deadline")
 
 
 # --------------------------------------------------------------------------
@@ -66,9 +67,9 @@ def _draw(key, names, base_stream, p):
         parts = jnp.split(words, np.cumsum(sizes)[:-1])
         return {name: rng.to_unit(w).reshape(shape)
                 for (name, shape), w in zip(shapes.items(), parts)}
-    seed = rng.seed_words(key)
-    return {name: rng.uniform(seed, base_stream + i, shape)
-            for i, (name, shape) in enumerate(shapes.items())}
+    # Stream base_stream + i for the i-th quantity, all hashed as one array (the same
+    # words as one rng.uniform call per stream, from a program about half the size).
+    return rng.uniforms(rng.seed_words(key), base_stream, shapes)
 
 
 def reset_noise(key: jax.Array, params: Params) -> dict[str, jax.Array]:
@@ -97,13 +98,23 @@ def _tasks(t, phase, burst, noise, p):
     return bits, cycles
 
 
+def _deadlines(noise, p):
+    """[N] each task's deadline, U(deadline_min_s, deadline_max_s)."""
+    return _between(noise["deadline"], p.deadline_min_s, p.deadline_max_s)
+
+
 def reset_from_noise(noise: dict[str, jax.Array], params: Params) -> EnvState:
     """The initial state, given the uniforms of :func:`reset_noise`."""
     p = as_params(params)
-    positions = p.area_m * jnp.stack([noise["pos_x"], noise["pos_y"]], -1)
-    servers = dynamics.server_layout(p.n_servers, p.area_m, p.server_radius_m)
-    path = physics.path_gain(dynamics.distances(positions, servers), p.pathloss_db_at_1km,
-                             p.pathloss_slope_db, p.min_distance_m)
+    if p.device_xy is None:
+        positions = p.area_m * jnp.stack([noise["pos_x"], noise["pos_y"]], -1)
+    else:   # a fixed topology: the position draws are made but not used
+        positions = jnp.asarray(p.device_xy, jnp.float32)
+    if p.server_xy is None:
+        servers = dynamics.server_layout(p.n_servers, p.area_m, p.server_radius_m)
+    else:
+        servers = jnp.asarray(p.server_xy, jnp.float32)
+    path = dynamics.large_scale_gain(positions, servers, p)
     # The slot before the first: its channel is what schedulers see at t = 0.
     prev_re, prev_im = dynamics.complex_normal(noise["fade_prev_1"], noise["fade_prev_2"])
     e_re, e_im = dynamics.complex_normal(noise["fade_1"], noise["fade_2"])
@@ -130,7 +141,29 @@ def reset_from_noise(noise: dict[str, jax.Array], params: Params) -> EnvState:
         prices=jnp.full((p.n_servers,), p.price_init, jnp.float32),
         load_phase=phase,
         burst=burst,
+        task_deadline=_deadlines(noise, p),
+        device_backlog=jnp.zeros((p.n_devices,), jnp.float32),
     )
+
+
+def queues_after(backlog, device_backlog, task_cycles, cpu_freq, outcome: Outcome,
+                 params: Params):
+    """``(backlog' [M], device_backlog' [N])`` after a slot's executed ``outcome``.
+
+    Server j: Q_j' = max(0, Q_j + (cycles of the tasks it received) - F_j tau); a failed
+    task reaches no server. Device i (``Scenario.device_queue``; else ``device_backlog``
+    is returned as is): FIFO, q_i' = max(0, q_i + C_i [computed locally] - f_i tau).
+    """
+    p = as_params(params)
+    onehot = physics.server_onehot(outcome.offload, p.n_servers)
+    if p.battery_hard:
+        onehot = onehot & ~outcome.failed[..., :, None]
+    work_in = physics.per_server_sum(onehot, task_cycles)
+    backlog = dynamics.backlog_update(backlog, work_in, p.server_cpu_hz, p.slot_s)
+    if p.device_queue:
+        local_work = jnp.where(outcome.offload == 0, task_cycles, 0.0)
+        device_backlog = dynamics.backlog_update(device_backlog, local_work, cpu_freq, p.slot_s)
+    return backlog, device_backlog
 
 
 def advance(state: EnvState, outcome: Outcome, prices, noise, params: Params) -> EnvState:
@@ -140,16 +173,15 @@ def advance(state: EnvState, outcome: Outcome, prices, noise, params: Params) ->
     if p.mobility:
         positions = dynamics.random_walk(positions, noise["move_step"], noise["move_angle"],
                                          p.mobility_step_m, p.area_m)
-        path = physics.path_gain(dynamics.distances(positions, state.server_positions),
-                                 p.pathloss_db_at_1km, p.pathloss_slope_db, p.min_distance_m)
+        path = dynamics.large_scale_gain(positions, state.server_positions, p)
     e_re, e_im = dynamics.complex_normal(noise["fade_1"], noise["fade_2"])
     g_re, g_im = dynamics.gauss_markov(state.fading_re, state.fading_im, e_re, e_im,
                                        p.fading_rho)
     burst = dynamics.burst_update(state.burst, noise["burst"], p.burst_rho, p.burst_std)
     t = state.t + 1
     bits, cycles = _tasks(t, state.load_phase, burst, noise, p)
-    onehot = physics.server_onehot(outcome.offload, p.n_servers)
-    work_in = physics.per_server_sum(onehot, state.task_cycles)
+    backlog, device_backlog = queues_after(state.backlog, state.device_backlog,
+                                           state.task_cycles, state.cpu_freq, outcome, p)
     return state.replace(
         t=t,
         positions=positions,
@@ -162,9 +194,11 @@ def advance(state: EnvState, outcome: Outcome, prices, noise, params: Params) ->
         gain_observed=state.gain,
         battery=dynamics.battery_update(state.battery, outcome.energy, noise["harvest"],
                                         p.harvest_max_j, p.battery_capacity_j),
-        backlog=dynamics.backlog_update(state.backlog, work_in, p.server_cpu_hz, p.slot_s),
+        backlog=backlog,
         prices=prices,
         burst=burst,
+        task_deadline=_deadlines(noise, p),
+        device_backlog=device_backlog,
     )
 
 
@@ -314,9 +348,29 @@ def forced_offload(offload, battery, cycles, cpu_freq, gain_observed, p):
     return jnp.where((offload == 0) & cannot_local, best, offload)
 
 
+def local_latency(task_cycles, cpu_freq, device_backlog, params: Params):
+    """[N] latency of computing locally: C_i / f_i, or (q_i + C_i) / f_i behind the
+    device's own queue q_i with ``Scenario.device_queue``."""
+    p = as_params(params)
+    if p.device_queue:
+        return physics.local_latency(device_backlog + task_cycles, cpu_freq)
+    return physics.local_latency(task_cycles, cpu_freq)
+
+
+def wan_delays(params: Params):
+    """[M] float32 WAN round trip of each server (``Scenario.wan_delay_s``), or None
+    when no server is remote (nothing to add)."""
+    p = as_params(params)
+    if not any(remote_servers(p)):
+        return None
+    return jnp.asarray(per_server(p.wan_delay_s, p.n_servers), jnp.float32)
+
+
 def evaluate_arrays(task_bits, task_cycles, cpu_freq, tx_power, gain, gain_observed, battery,
-                    backlog, decision: Decision, params: Params) -> Outcome:
-    """Per-device outcome of a (valid) decision given the raw arrays, all [N] / [N, M] / [M]."""
+                    backlog, decision: Decision, params: Params, device_backlog=None) -> Outcome:
+    """Per-device outcome of a (valid) decision given the raw arrays, all [N] / [N, M] / [M]
+    (``device_backlog`` [N]: the devices' own queues, used with ``Scenario.device_queue``;
+    None reads as empty)."""
     p = as_params(params)
     m = p.n_servers
     off = forced_offload(decision.offload, battery, task_cycles, cpu_freq, gain_observed, p)
@@ -325,24 +379,45 @@ def evaluate_arrays(task_bits, task_cycles, cpu_freq, tx_power, gain, gain_obser
     bw = repair_shares(decision.bandwidth_share, off, m)
     cpu = repair_shares(decision.cpu_share, off, m)
     h = jnp.sum(jnp.where(onehot, gain, 0.0), axis=-1)
-    rate = physics.uplink_rate(jnp.where(offloading, bw, 1.0), p.bandwidth_hz, tx_power, h,
-                               p.noise_w)
+    rate = physics.uplink_rate(jnp.where(offloading, bw, 1.0),
+                               physics.of_server(onehot, p.bandwidth_hz), tx_power, h, p.noise_w)
     wait = physics.per_device_of_server(onehot, physics.queue_wait(backlog, p.server_cpu_hz))
     price = physics.per_device_of_server(onehot, decision.prices)
     edge_latency = (physics.transmission_time(task_bits, rate) + wait
                     + physics.edge_compute_time(task_cycles, jnp.where(offloading, cpu, 1.0),
-                                                p.server_cpu_hz))
-    latency = jnp.where(offloading, edge_latency, physics.local_latency(task_cycles, cpu_freq))
+                                                physics.of_server(onehot, p.server_cpu_hz)))
+    wan = wan_delays(p)
+    if wan is not None:
+        edge_latency = edge_latency + physics.per_device_of_server(onehot, wan)
+    if p.device_queue and device_backlog is None:
+        device_backlog = jnp.zeros_like(task_cycles)
+    local_lat = local_latency(task_cycles, cpu_freq, device_backlog, p)
+    local_e = physics.local_energy(task_cycles, cpu_freq, p.kappa)
+    latency = jnp.where(offloading, edge_latency, local_lat)
     energy = jnp.where(offloading, physics.transmission_energy(tx_power, task_bits, rate),
-                       physics.local_energy(task_cycles, cpu_freq, p.kappa))
+                       local_e)
     pay = jnp.where(offloading, physics.payment(price, task_cycles), 0.0)
+    cost = physics.weighted_cost(latency, energy, pay, p.alpha, p.beta, p.gamma)
+    rate = jnp.where(offloading, rate, 0.0)
+    failed = jnp.zeros(off.shape, bool)
+    if p.battery_hard:
+        # The battery cannot pay the executed option: the task fails, draws nothing, pays
+        # nothing, and costs at least what it would have cost run, and at least computing
+        # locally, plus failure_cost (docs/model.md, "Hard battery").
+        failed = battery < energy
+        local_cost = physics.weighted_cost(local_lat, local_e, 0.0, p.alpha, p.beta, p.gamma)
+        cost = jnp.where(failed, jnp.maximum(cost, local_cost) + p.failure_cost, cost)
+        energy = jnp.where(failed, 0.0, energy)
+        pay = jnp.where(failed, 0.0, pay)
+        rate = jnp.where(failed, 0.0, rate)
     return Outcome(
         latency=latency,
         energy=energy,
         payment=pay,
-        cost=physics.weighted_cost(latency, energy, pay, p.alpha, p.beta, p.gamma),
-        rate=jnp.where(offloading, rate, 0.0),
+        cost=cost,
+        rate=rate,
         offload=off,
+        failed=failed,
     )
 
 
@@ -352,7 +427,7 @@ def evaluate_unchecked(state, decision, params) -> Outcome:
     gain = state.gain if isinstance(state, EnvState) else state.gain_observed
     return evaluate_arrays(state.task_bits, state.task_cycles, state.cpu_freq, state.tx_power,
                            gain, state.gain_observed, state.battery, state.backlog, decision,
-                           params)
+                           params, state.device_backlog)
 
 
 _evaluate_jit = jax.jit(evaluate_unchecked)
@@ -383,7 +458,8 @@ def observe(state: EnvState) -> Observation:
         t=state.t, positions=state.positions, server_positions=state.server_positions,
         task_bits=state.task_bits, task_cycles=state.task_cycles, cpu_freq=state.cpu_freq,
         tx_power=state.tx_power, gain_observed=state.gain_observed, battery=state.battery,
-        backlog=state.backlog, prices=state.prices,
+        backlog=state.backlog, prices=state.prices, task_deadline=state.task_deadline,
+        device_backlog=state.device_backlog,
     )
 
 
@@ -423,7 +499,8 @@ def transition(state: EnvState, decision: Decision, noise, params: Params):
     valid, flags = sanitize_decision(decision, p)
     outcome = evaluate_unchecked(state, valid, p)
     slot = metrics.slot_metrics(state.task_bits, state.task_cycles, state.cpu_freq, outcome,
-                                valid.prices, p)
+                                valid.prices, p, task_deadline=state.task_deadline,
+                                device_backlog=state.device_backlog)
     next_state = advance(state, outcome, valid.prices, noise, p)
     info = {
         "latency": outcome.latency,
@@ -433,6 +510,7 @@ def transition(state: EnvState, decision: Decision, noise, params: Params):
         "rate": outcome.rate,
         "offload": outcome.offload,
         "forced_offload": outcome.offload != valid.offload,
+        "task_failed": outcome.failed,
         **slot,
         **flags,
     }
@@ -453,8 +531,9 @@ def step(key: jax.Array, state: EnvState, decision: Decision, params: Params):
 
     Returns ``(obs, state, reward, done, info)``: reward is minus the mean
     weighted device cost; info holds per-device ``latency``, ``energy``,
-    ``payment``, ``cost``, ``rate``, the executed ``offload``, the slot's
-    metrics (see :mod:`mecjax.env.metrics`) and the decision flags.
+    ``payment``, ``cost``, ``rate``, the executed ``offload``, ``forced_offload``
+    and ``task_failed`` (bool), the slot's metrics (see :mod:`mecjax.env.metrics`)
+    and the decision flags.
     """
     if _is_concrete((key, state, decision, params)):
         check_decision(decision, params)

@@ -19,7 +19,8 @@ Layout of one graph (N devices, M servers, k = min(knn, N - 1)):
   2     task_cycles / task_cycles_max               last price / price_max
   3     best observed channel in scaled dB          mean over devices of the
                                                     observed channel in scaled dB
-  4     cpu_freq / device_cpu_max_hz                1 (server CPU, relative)
+  4     cpu_freq / device_cpu_max_hz                server_cpu_hz / its maximum over
+                                                    servers (1 for one CPU for all)
   5     1 (is_device)                               0
   6     0                                           1 (is_server)
   ====  ==========================================  ==============================
@@ -124,12 +125,16 @@ def graph_from_observation(obs: Observation | EnvState, params: Params) -> jraph
         jnp.ones((n,)),
         jnp.zeros((n,)),
     ], -1).astype(f32)                                                       # [N, 7]
+    if jnp.ndim(p.server_cpu_hz) == 0:
+        cpu_rel = jnp.ones((m,))
+    else:
+        cpu_rel = p.server_cpu_hz / jnp.max(p.server_cpu_hz)
     server = jnp.stack([
         jnp.zeros((m,)),
         srv[:, 0],                     # backlog
         srv[:, 1],                     # last price
         srv[:, 2],                     # mean observed channel
-        jnp.ones((m,)),
+        cpu_rel,                       # server CPU, relative
         jnp.zeros((m,)),
         jnp.ones((m,)),
     ], -1).astype(f32)                                                       # [M, 7]

@@ -1,5 +1,5 @@
 """Per-slot metrics of the model (docs/model.md): latency, energy, throughput,
-Jain fairness, utility, leader revenue and utility."""
+Jain fairness, utility, leader revenue and utility, deadline misses and failures."""
 
 from __future__ import annotations
 
@@ -15,9 +15,13 @@ def jain_fairness(x):
     return jnp.where(denom > 0, jnp.sum(x, axis=-1) ** 2 / jnp.where(denom > 0, denom, 1.0), 1.0)
 
 
-def all_local_cost(task_cycles, cpu_freq, p):
-    """[N] the weighted cost each device would pay computing its task itself."""
-    lat = physics.local_latency(task_cycles, cpu_freq)
+def all_local_cost(task_cycles, cpu_freq, p, device_backlog=None):
+    """[N] the weighted cost each device would pay computing its task itself (behind
+    its own queue ``device_backlog`` [N] with ``Scenario.device_queue``)."""
+    if p.device_queue and device_backlog is not None:
+        lat = physics.local_latency(device_backlog + task_cycles, cpu_freq)
+    else:
+        lat = physics.local_latency(task_cycles, cpu_freq)
     en = physics.local_energy(task_cycles, cpu_freq, p.kappa)
     return physics.weighted_cost(lat, en, 0.0, p.alpha, p.beta, p.gamma)
 
@@ -25,6 +29,7 @@ def all_local_cost(task_cycles, cpu_freq, p):
 def server_accounts(offload, prices, task_cycles, latency, p):
     """Per-server economics of one slot (eq. 15).
 
+    ``offload`` [N] are the tasks each server serves (a failed task: 0, none).
     Returns dict of [M] arrays: gcycles served, revenue, server energy, mean
     delay of its tasks (0 when idle) and leader utility.
     """
@@ -44,19 +49,32 @@ def server_accounts(offload, prices, task_cycles, latency, p):
     }
 
 
-def slot_metrics(task_bits, task_cycles, cpu_freq, outcome, prices, p):
+def slot_metrics(task_bits, task_cycles, cpu_freq, outcome, prices, p, task_deadline=None,
+                 device_backlog=None):
     """Scalar metrics of one slot from the per-device outcome of a decision.
 
     latency_ms: mean latency; energy_j: mean device energy per task;
-    throughput_mbps: mean D_i / L_i; fairness: Jain over D_i / L_i;
+    throughput_mbps: mean D_i / L_i (0 for a failed task); fairness: Jain over the same;
     utility: fraction of the all-local weighted cost saved; welfare_cost: the mean
     weighted cost without payments (alpha L + beta E: payments are transfers between
     devices and servers, not a loss to the system); revenue: total leader revenue;
-    offload_fraction: share of devices offloading.
+    offload_fraction: share of devices whose executed action is a server (failed or not);
+    failed: share of tasks that failed (``Scenario.battery_hard``); deadline_miss (when
+    ``task_deadline`` [N] is given): share of tasks whose latency exceeds their deadline,
+    a failed task counting as missed. ``device_backlog`` [N]: the devices' own queues
+    (``Scenario.device_queue``), part of the all-local reference.
     """
     throughput = task_bits / outcome.latency
-    local = all_local_cost(task_cycles, cpu_freq, p)
-    accounts = server_accounts(outcome.offload, prices, task_cycles, outcome.latency, p)
+    served = outcome.offload
+    if p.battery_hard:
+        throughput = jnp.where(outcome.failed, 0.0, throughput)
+        served = jnp.where(outcome.failed, 0, served)
+    local = all_local_cost(task_cycles, cpu_freq, p, device_backlog)
+    accounts = server_accounts(served, prices, task_cycles, outcome.latency, p)
+    extra = {"failed": jnp.mean(outcome.failed.astype(jnp.float32), axis=-1)}
+    if task_deadline is not None:
+        missed = (outcome.latency > task_deadline) | outcome.failed
+        extra["deadline_miss"] = jnp.mean(missed.astype(jnp.float32), axis=-1)
     return {
         "latency_ms": 1e3 * jnp.mean(outcome.latency, axis=-1),
         "energy_j": jnp.mean(outcome.energy, axis=-1),
@@ -68,4 +86,5 @@ def slot_metrics(task_bits, task_cycles, cpu_freq, outcome, prices, p):
         "revenue": jnp.sum(accounts["revenue"], axis=-1),
         "leader_utility": accounts["leader_utility"],
         "offload_fraction": jnp.mean((outcome.offload > 0).astype(jnp.float32), axis=-1),
+        **extra,
     }

@@ -21,9 +21,9 @@ import numpy as np
 from mecjax.config import Scenario
 
 RESET_NOISE = ("pos_x", "pos_y", "cpu", "power", "phase", "burst", "fade_prev_1",
-               "fade_prev_2", "fade_1", "fade_2", "bits", "cycles", "battery")
+               "fade_prev_2", "fade_1", "fade_2", "bits", "cycles", "battery", "deadline")
 STEP_NOISE = ("fade_1", "fade_2", "burst", "bits", "cycles", "harvest", "move_step",
-              "move_angle")
+              "move_angle", "deadline")
 
 
 def _shapes(names, s: Scenario, batch: int):
@@ -47,12 +47,30 @@ def draw_noise(rng: np.random.Generator, names, s: Scenario, batch: int, dtype=n
     return out
 
 
+def _per_server(value, s: Scenario):
+    """[M] a per-server field (a float or a tuple of M)."""
+    return np.broadcast_to(np.asarray(value, np.float64), (s.n_servers,))
+
+
+def _remote(s: Scenario):
+    """[M] bool: servers behind a WAN (wan_delay_s > 0)."""
+    return _per_server(s.wan_delay_s, s) > 0
+
+
 def _gain_from_distance(d, s: Scenario):
+    """[..., N, M] path gain; a remote server's column is the gain to the device's
+    strongest (largest path gain) edge site, through which it reaches the cloud."""
     d_km = np.maximum(d, s.min_distance_m) / 1000.0
-    return 10.0 ** (-(s.pathloss_db_at_1km + s.pathloss_slope_db * np.log10(d_km)) / 10.0)
+    g = 10.0 ** (-(s.pathloss_db_at_1km + s.pathloss_slope_db * np.log10(d_km)) / 10.0)
+    remote = _remote(s)
+    if remote.any():
+        g = np.where(remote, g[..., ~remote].max(-1, keepdims=True), g)
+    return g
 
 
 def _server_positions(s: Scenario, dtype):
+    if s.server_xy is not None:
+        return np.asarray(s.server_xy, dtype)
     j = np.arange(s.n_servers)
     angle = np.pi / 2 + 2 * np.pi * j / s.n_servers
     r = s.server_radius_m if s.n_servers > 1 else 0.0
@@ -86,7 +104,10 @@ def reset_from_noise(noise, s: Scenario, dtype=np.float64):
     """Initial state of B instances from reset uniforms ``[B, ...]``."""
     nz = {k: np.asarray(v, dtype) for k, v in noise.items()}
     batch = nz["cpu"].shape[0]
-    pos = s.area_m * np.stack([nz["pos_x"], nz["pos_y"]], -1)
+    if s.device_xy is None:
+        pos = s.area_m * np.stack([nz["pos_x"], nz["pos_y"]], -1)
+    else:
+        pos = np.broadcast_to(np.asarray(s.device_xy, dtype), (batch, s.n_devices, 2)).copy()
     servers = _server_positions(s, dtype)
     path = _gain_from_distance(_distance(pos, servers), s)
     rho_c = math.sqrt(1 - s.fading_rho**2)
@@ -114,6 +135,8 @@ def reset_from_noise(noise, s: Scenario, dtype=np.float64):
         "prices": np.full((batch, s.n_servers), s.price_init, dtype),
         "load_phase": phase,
         "burst": burst,
+        "task_deadline": s.deadline_min_s + nz["deadline"] * (s.deadline_max_s - s.deadline_min_s),
+        "device_backlog": np.zeros((batch, s.n_devices), dtype),
     }
 
 
@@ -135,7 +158,8 @@ def _shares(share, offload, s: Scenario):
 
 def evaluate(state, offload, prices, s: Scenario, bandwidth_share=None, cpu_share=None,
              true_channel=True):
-    """Per-device latency, energy, payment, cost, rate, executed action: dict of [B, N]."""
+    """Per-device latency, energy, payment, cost, rate, executed action and failure:
+    dict of [B, N]."""
     gain = state["gain"] if true_channel else state["gain_observed"]
     cycles, bits, f = state["task_cycles"], state["task_bits"], state["cpu_freq"]
     local_e = s.kappa * f**2 * cycles
@@ -145,36 +169,58 @@ def evaluate(state, offload, prices, s: Scenario, bandwidth_share=None, cpu_shar
     off = offload > 0
     bw = _shares(bandwidth_share, offload, s)
     cpu = _shares(cpu_share, offload, s)
+
+    def mine(per_server):  # [B, N] the value of each device's server (0 when local)
+        return (on * per_server[..., None, :]).sum(-1)
+
+    def per_device(value):  # a per-server field: a float as is, a tuple per device
+        return np.where(off, mine(np.asarray(value)), 1.0) if isinstance(value, tuple) else value
+
     h = (on * gain).sum(-1)
     se = np.log1p(state["tx_power"] * h / s.noise_w) / math.log(2.0)
-    rate = np.maximum(np.where(off, bw, 1.0) * s.bandwidth_hz * se, 1.0)
-    wait = (on * (state["backlog"] / s.server_cpu_hz)[..., None, :]).sum(-1)
-    price = (on * np.asarray(prices)[..., None, :]).sum(-1)
-    t_edge = bits / rate + wait + cycles / (np.where(off, cpu, 1.0) * s.server_cpu_hz)
-    latency = np.where(off, t_edge, cycles / f)
+    rate = np.maximum(np.where(off, bw, 1.0) * per_device(s.bandwidth_hz) * se, 1.0)
+    wait = mine(state["backlog"] / _per_server(s.server_cpu_hz, s))
+    price = mine(np.asarray(prices))
+    t_edge = bits / rate + wait + cycles / (np.where(off, cpu, 1.0) * per_device(s.server_cpu_hz))
+    if _remote(s).any():
+        t_edge = t_edge + mine(_per_server(s.wan_delay_s, s))
+    queued = state["device_backlog"] if s.device_queue else 0.0
+    t_local = (queued + cycles) / f
+    latency = np.where(off, t_edge, t_local)
     energy = np.where(off, state["tx_power"] * bits / rate, local_e)
     pay = np.where(off, price * cycles * 1e-9, 0.0)
+    cost = s.alpha * latency + s.beta * energy + s.gamma * pay
+    rate = np.where(off, rate, 0.0)
+    failed = np.zeros(offload.shape, bool)
+    if s.battery_hard:
+        failed = state["battery"] < energy
+        local_cost = s.alpha * t_local + s.beta * local_e
+        cost = np.where(failed, np.maximum(cost, local_cost) + s.failure_cost, cost)
+        energy, pay, rate = (np.where(failed, 0.0, x) for x in (energy, pay, rate))
     return {
         "latency": latency,
         "energy": energy,
         "payment": pay,
-        "cost": s.alpha * latency + s.beta * energy + s.gamma * pay,
-        "rate": np.where(off, rate, 0.0),
+        "cost": cost,
+        "rate": rate,
         "offload": offload,
+        "task_failed": failed,
     }
 
 
 def slot_metrics(state, out, prices, s: Scenario):
     """Per-instance scalar metrics ``[B]`` (and leader utility ``[B, M]``)."""
-    x = state["task_bits"] / out["latency"]
+    failed = out["task_failed"]
+    x = np.where(failed, 0.0, state["task_bits"] / out["latency"])
     n = x.shape[-1]
-    local = s.alpha * state["task_cycles"] / state["cpu_freq"] + \
+    queued = state["device_backlog"] if s.device_queue else 0.0
+    local = s.alpha * (queued + state["task_cycles"]) / state["cpu_freq"] + \
         s.beta * s.kappa * state["cpu_freq"] ** 2 * state["task_cycles"]
-    on = out["offload"][..., None] == np.arange(1, s.n_servers + 1)
+    on = (out["offload"][..., None] == np.arange(1, s.n_servers + 1)) & ~failed[..., None]
     cyc = (on * state["task_cycles"][..., None]).sum(-2)
     cnt = on.sum(-2)
     delay = (on * out["latency"][..., None]).sum(-2) / np.maximum(cnt, 1)
-    energy = s.server_kappa * s.server_cpu_hz**2 * cyc
+    energy = s.server_kappa * _per_server(s.server_cpu_hz, s) ** 2 * cyc
     revenue = prices * cyc * 1e-9
     return {
         "latency_ms": 1e3 * out["latency"].mean(-1),
@@ -187,6 +233,8 @@ def slot_metrics(state, out, prices, s: Scenario):
         "revenue": revenue.sum(-1),
         "leader_utility": revenue - s.leader_lambda * energy - s.leader_mu * delay,
         "offload_fraction": (out["offload"] > 0).mean(-1),
+        "failed": failed.mean(-1),
+        "deadline_miss": ((out["latency"] > state["task_deadline"]) | failed).mean(-1),
     }
 
 
@@ -212,8 +260,14 @@ def step_from_noise(state, offload, prices, noise, s: Scenario, bandwidth_share=
         s.burst_std * (nz["burst"] - 0.5)
     t = state["t"] + 1
     bits, cycles = _tasks(t[:, None], state["load_phase"], burst, nz["bits"], nz["cycles"], s)
-    on = out["offload"][..., None] == np.arange(1, s.n_servers + 1)
-    work = (on * state["task_cycles"][..., None]).sum(-2)
+    served = (out["offload"][..., None] == np.arange(1, s.n_servers + 1)) & \
+        ~out["task_failed"][..., None]
+    work = (served * state["task_cycles"][..., None]).sum(-2)
+    capacity = _per_server(s.server_cpu_hz, s) * s.slot_s
+    dev_q = state["device_backlog"]
+    if s.device_queue:   # FIFO at the device: its local work minus what f_i tau clears
+        local_work = np.where(out["offload"] == 0, state["task_cycles"], 0.0)
+        dev_q = np.maximum(dev_q + local_work - state["cpu_freq"] * s.slot_s, 0.0)
     nxt = dict(state)
     nxt.update(
         t=t,
@@ -227,8 +281,10 @@ def step_from_noise(state, offload, prices, noise, s: Scenario, bandwidth_share=
         gain_observed=state["gain"],
         battery=np.clip(state["battery"] - out["energy"] + nz["harvest"] * s.harvest_max_j,
                         0.0, s.battery_capacity_j),
-        backlog=np.maximum(state["backlog"] + work - s.server_cpu_hz * s.slot_s, 0.0),
+        backlog=np.maximum(state["backlog"] + work - capacity, 0.0),
         prices=prices,
         burst=burst,
+        task_deadline=s.deadline_min_s + nz["deadline"] * (s.deadline_max_s - s.deadline_min_s),
+        device_backlog=dev_q,
     )
     return nxt, out, met

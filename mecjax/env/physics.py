@@ -96,6 +96,18 @@ def per_device_of_server(onehot, per_server):
     return jnp.sum(jnp.where(onehot, per_server[..., None, :], 0.0), axis=-1)
 
 
+def of_server(onehot, value):
+    """Each device's value of a per-server constant: ``value`` itself if it is a scalar
+    (the same for every server: no work), else [N] the entry of each device's server
+    from ``value`` [M], with the first server's value for local devices (a finite
+    placeholder: their edge terms are masked out)."""
+    if jnp.ndim(value) == 0:
+        return value
+    value = jnp.asarray(value)
+    mine = per_device_of_server(onehot, jnp.broadcast_to(value, onehot.shape[-1:]))
+    return jnp.where(jnp.any(onehot, axis=-1), mine, value[0])
+
+
 def equal_shares(offload, n_servers):
     """[N] 1 / (devices on my server) for offloading devices, 0 for local ones."""
     onehot = server_onehot(offload, n_servers)

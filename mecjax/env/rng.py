@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 _GOLDEN = 0x9E3779B9
 
@@ -75,6 +76,31 @@ def to_unit(words: jax.Array) -> jax.Array:
     exactly 0 or 1, so ``log(u)`` is finite.
     """
     return ((words >> 8).astype(jnp.float32) + 0.5) * jnp.float32(2.0**-24)
+
+
+def uniforms(seed: jax.Array, first_stream: int,
+             shapes: dict[str, tuple[int, ...]]) -> dict[str, jax.Array]:
+    """``{name: uniform(seed, first_stream + i, shape)}`` for the i-th item of ``shapes``,
+    bit for bit, drawn as one array.
+
+    The streams' keys are hashed as one [S] vector and every word of every
+    stream in one [sum of sizes] hash, instead of one small program per stream:
+    the same numbers from a compiled program about half the size (the simulator
+    draws 13 quantities at a reset and 8 in a step, in every rollout).
+    """
+    sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes.values()]
+    if not sizes:
+        return {}
+    n_streams = len(sizes)
+    streams = np.arange(first_stream, first_stream + n_streams, dtype=np.uint64)
+    t = jnp.asarray((streams * _GOLDEN) & 0xFFFFFFFF, jnp.uint32)   # as in stream_seed
+    k0 = lowbias32(lowbias32(t ^ seed[0]) + seed[1])                  # [S]
+    k1 = lowbias32(k0 ^ seed[1]) + seed[0]                           # [S]
+    owner = np.repeat(np.arange(n_streams), sizes)                    # stream of each word
+    counter = np.concatenate([np.arange(size, dtype=np.uint32) for size in sizes])
+    words = lowbias32(lowbias32(jnp.asarray(counter) ^ k0[owner]) + k1[owner])
+    parts = jnp.split(to_unit(words), np.cumsum(sizes)[:-1])
+    return {name: part.reshape(shape) for (name, shape), part in zip(shapes.items(), parts)}
 
 
 def uniform(seed: jax.Array, stream: int, shape: tuple[int, ...]) -> jax.Array:

@@ -39,6 +39,8 @@ class EnvState:
     prices: Array             # [M] prices posted last slot (per Gcycle)
     load_phase: Array         # [N] phase of each device's periodic load
     burst: Array              # [N] bursty AR(1) load component
+    task_deadline: Array      # [N] s, deadline of the task each device holds now
+    device_backlog: Array     # [N] cycles queued at each device (0 unless Scenario.device_queue)
 
 
 @struct.dataclass
@@ -56,6 +58,8 @@ class Observation:
     battery: Array            # [N]
     backlog: Array            # [M]
     prices: Array             # [M] last slot's prices
+    task_deadline: Array      # [N] s
+    device_backlog: Array     # [N] cycles (0 unless Scenario.device_queue)
 
 
 @struct.dataclass
@@ -85,5 +89,7 @@ class Outcome:
     energy: Array             # [N] J, device side
     payment: Array            # [N] price units
     cost: Array               # [N] alpha L + beta E + gamma payment (eq. 3 / 16)
-    rate: Array               # [N] bit/s uplink; 0 for local tasks
+    rate: Array               # [N] bit/s uplink; 0 for local and failed tasks
     offload: Array            # [N] the action actually executed (after battery forcing)
+    failed: Array             # [N] bool: the battery could not pay the executed option
+                              # (Scenario.battery_hard; always False otherwise)

@@ -11,7 +11,7 @@ Each module imports its library (gymnax, jaxmarl, gymnasium, pettingzoo) when
 first used, so ``import mecjax`` never needs them; without the extra, the
 factory raises an ImportError that names it.
 
-``task`` is what :func:`scenario_of` accepts: a task name or a
+``task`` is what :func:`scenario_of` accepts: a task name of :mod:`mecjax.tasks` or a
 :class:`mecjax.Scenario`.
 """
 
@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import importlib
 
+from mecjax import tasks
 from mecjax.config import Scenario
 
 EXTRA = 'pip install -e ".[rl]"'
 
 
 def scenario_of(task: str | Scenario | None = None) -> Scenario:
-    """The :class:`Scenario` of ``task``: a Scenario as given; ``None``, ``"paper"``
-    or ``"paper-v0"`` for Table 1 (:meth:`Scenario.default`)."""
+    """The :class:`Scenario` of ``task``: a Scenario as given; a task name of
+    :mod:`mecjax.tasks` (``"paper"``, ``"congested-v0"``, ...) its scenario; ``None``
+    the paper's Table 1."""
     if isinstance(task, Scenario):
         return task
-    if task is None or task in ("paper", "paper-v0"):
-        return Scenario.default()
-    raise ValueError(f"unknown task {task!r}; known: 'paper' (or pass a mecjax.Scenario)")
+    return tasks.make("paper" if task is None else task)
 
 
 def require(module: str):

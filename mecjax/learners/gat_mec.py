@@ -148,7 +148,8 @@ def option_deltas(state: EnvState, obs: Observation, decision: Decision, offload
     tx = jnp.where(offl, (p.alpha + p.beta * state.tx_power) * state.task_bits
                    / jnp.maximum(rate, physics.MIN_RATE_BPS), 0.0)
     cp = jnp.where(offl, p.alpha * physics.edge_compute_time(
-        state.task_cycles, jnp.where(offl, cpu, 1.0), p.server_cpu_hz), 0.0)
+        state.task_cycles, jnp.where(offl, cpu, 1.0), physics.of_server(onehot, p.server_cpu_hz)),
+        0.0)
     # per-server sums over the executed assignment [M]
     count = jnp.sum(onehot, 0)
     s_bw = jnp.sum(jnp.where(onehot, w_bw, 0.0), 0)
@@ -175,11 +176,15 @@ def option_deltas(state: EnvState, obs: Observation, decision: Decision, offload
     latency = (physics.transmission_time(col(state.task_bits), rate_new)
                + physics.queue_wait(state.backlog, p.server_cpu_hz)[None, :]
                + physics.edge_compute_time(col(state.task_cycles), c_new, p.server_cpu_hz))
+    wan = _env.wan_delays(p)
+    if wan is not None:
+        latency = latency + wan[None, :]
     energy = physics.transmission_energy(col(state.tx_power), col(state.task_bits), rate_new)
     pay = physics.payment(decision.prices[None, :], col(state.task_cycles))
     own = physics.weighted_cost(latency, energy, pay, p.alpha, p.beta, p.gamma)    # [N, M]
     local_energy = physics.local_energy(state.task_cycles, state.cpu_freq, p.kappa)
-    local = physics.weighted_cost(physics.local_latency(state.task_cycles, state.cpu_freq),
+    local = physics.weighted_cost(_env.local_latency(state.task_cycles, state.cpu_freq,
+                                                     state.device_backlog, p),
                                   local_energy, 0.0, p.alpha, p.beta, p.gamma)
     to_server = own + extra - local[:, None]                                        # [N, M]
     # no local alternative: "local" executes on the best observed server

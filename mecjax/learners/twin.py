@@ -44,7 +44,7 @@ from flax import struct
 
 from mecjax.checkpoint import CheckpointMismatchError
 from mecjax.config import as_params
-from mecjax.env import dynamics, physics
+from mecjax.env import dynamics
 from mecjax.env import env as _env
 from mecjax.env.features import from_scaled_db, scaled_db
 from mecjax.env.types import Decision, Observation
@@ -89,8 +89,7 @@ class Slots:
 def estimated_path_gain(obs: Observation, params) -> Array:
     """[N, M] path gain from the observed positions (the physics model of the twin)."""
     p = as_params(params)
-    return physics.path_gain(dynamics.distances(obs.positions, obs.server_positions),
-                             p.pathloss_db_at_1km, p.pathloss_slope_db, p.min_distance_m)
+    return dynamics.large_scale_gain(obs.positions, obs.server_positions, p)
 
 
 def _span(lo, hi):

@@ -33,7 +33,8 @@ def fusion_terms(view, offload, prices, params) -> dict:
     ``latency_s``, ``energy_j``, ``fairness``, ``utility`` (scalars)."""
     p = as_params(params)
     out = objective.outcome_of(view, offload, prices, p, "optimal")
-    m = metrics.slot_metrics(view.task_bits, view.task_cycles, view.cpu_freq, out, prices, p)
+    m = metrics.slot_metrics(view.task_bits, view.task_cycles, view.cpu_freq, out, prices, p,
+                             device_backlog=view.device_backlog)
     return {"latency_s": m["latency_ms"] * 1e-3, "energy_j": m["energy_j"],
             "fairness": m["fairness"], "utility": m["utility"]}
 

@@ -2,12 +2,14 @@
 
 DT-MEC minimises sum_{k<H} sum_i (alpha L_i + beta E_i + gamma payment_i) over
 the twin's predicted slots t .. t+H-1 instead of the current slot alone. The
-slots are coupled by the two state variables a decision changes: each
+slots are coupled by the state variables a decision changes: each
 device's battery (energy spent now is missing later; an empty battery forces
-offloading) and each server's backlog (work above F tau carries over and
-delays every later task there). Both are propagated here with the
-environment's own update rules (:mod:`mecjax.env.dynamics`), with the mean
-harvest in place of the random one.
+offloading, or fails the task with ``Scenario.battery_hard``), each server's
+backlog (work above F_j tau carries over and delays every later task there)
+and, with ``Scenario.device_queue``, each device's own queue. They are
+propagated here with the environment's own update rules
+(:func:`mecjax.env.env.queues_after`, :mod:`mecjax.env.dynamics`), with the
+mean harvest in place of the random one.
 
 A *plan* is an offloading decision per predicted slot, ``[H, N]`` (slot k
 uses ``plan[k]``), so a device may offload now and compute locally later. A
@@ -29,15 +31,17 @@ import jax
 import jax.numpy as jnp
 
 from mecjax.config import as_params
-from mecjax.env import dynamics, physics
+from mecjax.env import dynamics
+from mecjax.env import env as _env
 from mecjax.env.types import Observation
 from mecjax.optim import coordinate, objective
 
 
-def predicted_view(obs: Observation, slots, k, battery=None, backlog=None) -> Observation:
+def predicted_view(obs: Observation, slots, k, battery=None, backlog=None,
+                   device_backlog=None) -> Observation:
     """The twin's view of slot t+k: predicted tasks and channel (as ``gain_observed``,
-    the field every optimizer plans on), and the given battery [N] and backlog [M]
-    (default: the observed ones)."""
+    the field every optimizer plans on), and the given battery [N], backlog [M] and
+    device backlog [N] (default: the observed ones)."""
     return obs.replace(
         t=obs.t + k,
         task_bits=slots.task_bits[k],
@@ -45,6 +49,7 @@ def predicted_view(obs: Observation, slots, k, battery=None, backlog=None) -> Ob
         gain_observed=slots.gain[k],
         battery=obs.battery if battery is None else battery,
         backlog=obs.backlog if backlog is None else backlog,
+        device_backlog=obs.device_backlog if device_backlog is None else device_backlog,
     )
 
 
@@ -58,24 +63,24 @@ def as_plan(offload, horizon: int):
 def horizon_costs(obs: Observation, slots, offload, prices, params,
                   allocation_rule: str = "equal"):
     """[H, N] each device's weighted cost in every predicted slot under the plan
-    ``offload`` ([H, N], slot k uses ``offload[k]``; or a hold plan [N]), battery
-    and backlog carried from slot to slot (eq. 22's terms)."""
+    ``offload`` ([H, N], slot k uses ``offload[k]``; or a hold plan [N]), battery,
+    server backlog and device backlog carried from slot to slot (eq. 22's terms)."""
     p = as_params(params)
     plan = as_plan(offload, slots.task_bits.shape[0])
 
     def slot(carry, xs):
-        battery, backlog = carry
+        battery, backlog, device_backlog = carry
         bits, cycles, gain, offload = xs
         view = obs.replace(task_bits=bits, task_cycles=cycles, gain_observed=gain,
-                           battery=battery, backlog=backlog)
+                           battery=battery, backlog=backlog, device_backlog=device_backlog)
         out = objective.outcome_of(view, offload, prices, p, allocation_rule)
-        work_in = physics.per_server_sum(physics.server_onehot(out.offload, p.n_servers), cycles)
         battery = dynamics.battery_update(battery, out.energy, 0.5, p.harvest_max_j,
                                           p.battery_capacity_j)
-        backlog = dynamics.backlog_update(backlog, work_in, p.server_cpu_hz, p.slot_s)
-        return (battery, backlog), out.cost
+        backlog, device_backlog = _env.queues_after(backlog, device_backlog, cycles,
+                                                    obs.cpu_freq, out, p)
+        return (battery, backlog, device_backlog), out.cost
 
-    _, costs = jax.lax.scan(slot, (obs.battery, obs.backlog),
+    _, costs = jax.lax.scan(slot, (obs.battery, obs.backlog, obs.device_backlog),
                             (slots.task_bits, slots.task_cycles, slots.gain, plan))
     return costs
 
