@@ -72,9 +72,12 @@ def server_kinds(scenario) -> list[int]:
     return [seen.setdefault(t, len(seen)) for t in triples]
 
 
-def measure(task: str, instances: int, slots: int, seed: int, log=print) -> dict:
-    """Evidence rows for one task: {policy: {quantity: (mean, half-width)}}."""
-    scenario = task_registry.make(task)
+def measure(task: str, instances: int, slots: int, seed: int, log=print,
+            n_devices: int | None = None) -> dict:
+    """Evidence rows for one task: {policy: {quantity: mean_ci dict}} (``n_devices``: the
+    task at another N)."""
+    scenario = (task_registry.make(task) if n_devices is None
+                else task_registry.make(task, n_devices=n_devices))
     kinds = server_kinds(scenario)
     rows = {}
     for label, name in POLICIES:
@@ -143,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--instances", type=int, default=8)
     ap.add_argument("--slots", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-devices", type=int, help="run the tasks at this N (default: theirs)")
     ap.add_argument("--out", default="results", help="directory of tasks.md and tasks.json")
     return ap
 
@@ -159,10 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--instances {args.instances} must be >= 2 (intervals need two)")
     if args.slots < 1:
         raise UserError(f"--slots {args.slots} must be >= 1")
+    if args.n_devices is not None and args.n_devices < 1:
+        raise UserError(f"--n-devices {args.n_devices} must be >= 1")
     enable_compilation_cache()
     out = Path(args.out)
     with lock_output_dir(out, "mecjax tasks", "--out"):
-        results = [measure(name, args.instances, args.slots, args.seed) for name in names]
+        results = [measure(name, args.instances, args.slots, args.seed,
+                           n_devices=args.n_devices) for name in names]
         write_files_atomic({
             out / "tasks.md": markdown(results, args.instances, args.slots, args.seed).encode(),
             out / "tasks.json": dumps_strict({"instances": args.instances, "slots": args.slots,
