@@ -102,6 +102,21 @@ def parse_sets(items) -> dict:
     return out
 
 
+def read_toml(path, flag: str = "--config") -> dict:
+    """The table of the TOML file ``path``; a missing or malformed file is a one-line
+    :class:`UserError` naming ``flag``."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{flag} {path}: no such file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{flag} {path}: not valid TOML ({err})") from None
+
+
 def enable_compilation_cache(path: str | None = None) -> None:
     """Persist XLA compilations across runs (a warm cache cut a small test suite from 16 s to
     2.5 s on this project's 2-core machines)."""

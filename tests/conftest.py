@@ -1,4 +1,8 @@
 import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import pytest
@@ -9,6 +13,30 @@ jax.config.update("jax_compilation_cache_dir",
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 import mecjax  # noqa: E402
+
+
+def run_two_processes(argv: list[str], timeout: float = 300) -> list[str]:
+    """Run ``python -m mecjax.cli ARGV`` as a two-process multi-host job on this machine
+    (two CPU devices each, joined through ``--coordinator`` on loopback, Gloo collectives)
+    and return both processes' output; each must exit 0."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo", "JAX_PLATFORMS": "cpu",
+           "MECJAX_CACHE_DIR": jax.config.jax_compilation_cache_dir}
+    procs = [subprocess.Popen([sys.executable, "-m", "mecjax.cli", *argv,
+                               "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                               "--process-id", str(i)], cwd=Path(__file__).resolve().parent.parent,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in (0, 1)]
+    try:
+        logs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], logs
+    return logs
 
 
 def snapshot(directory, ignore=()) -> dict:

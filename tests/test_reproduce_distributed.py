@@ -2,11 +2,7 @@
 their devices; only process 0 locks, reads and writes; the tables equal a single
 process's."""
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -14,7 +10,7 @@ import numpy as np
 import pytest
 
 from mecjax import cli, outputs, sharding
-from conftest import snapshot
+from conftest import run_two_processes, snapshot
 from eval import reproduce as rep
 from eval.plan import Settings
 
@@ -42,23 +38,7 @@ def test_two_processes_on_loopback_resume_write_once_and_equal_one_process(tmp_p
     (multi / "reproduce_cells").mkdir(parents=True)
     for cell in (single / "reproduce_cells").glob("greedy_*.json"):
         shutil.copy(cell, multi / "reproduce_cells")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo", "JAX_PLATFORMS": "cpu",
-           "MECJAX_CACHE_DIR": jax.config.jax_compilation_cache_dir}
-    procs = [subprocess.Popen([sys.executable, "-m", "mecjax.cli", *ARGS, "--out", str(multi),
-                               "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                               "--process-id", str(i)], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in (0, 1)]
-    try:
-        logs = [p.communicate(timeout=300)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert [p.returncode for p in procs] == [0, 0], logs
+    logs = run_two_processes([*ARGS, "--out", str(multi)])
     for log in logs:
         assert "2 process(es), 4 devices" in log, log
         assert "greedy N=5: done before, reused" in log and "running 1 cells" in log, log

@@ -185,29 +185,12 @@ def test_two_processes_on_loopback_write_once_and_equal_one_process(tmp_path):
     # A real multi-host launch on this machine: two processes with two CPU devices each,
     # joined through --coordinator on loopback, one shared --out. Only process 0 writes,
     # and the result equals a single process's.
-    import os
-    import socket
-    import subprocess
-    import sys
+    from conftest import run_two_processes
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     args = ["sweep", "--schedulers", "local,greedy", "--grid", "n_devices=4", "--instances", "4",
             "--slots", "2"]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo", "JAX_PLATFORMS": "cpu"}
     multi = tmp_path / "multi"
-    procs = [subprocess.Popen([sys.executable, "-m", "mecjax.cli", *args, "--out", str(multi),
-                               "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                               "--process-id", str(i)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
-    try:
-        logs = [p.communicate(timeout=300)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert [p.returncode for p in procs] == [0, 0], logs
+    run_two_processes([*args, "--out", str(multi)])
     assert main(args + ["--out", str(tmp_path / "single"), "--no-shard"]) == 0
     assert (multi / "sweep.csv").read_bytes() == (tmp_path / "single" / "sweep.csv").read_bytes()
     assert sorted(p.name for p in (multi / "cells").iterdir()) == \

@@ -32,7 +32,6 @@ import dataclasses
 import io
 import math
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ from flax.training.train_state import TrainState
 
 from mecjax import rollout as mec_rollout
 from mecjax import stats
-from mecjax.cli import ArgumentParser, parse_sets, run_program
+from mecjax.cli import ArgumentParser, parse_sets, read_toml, run_program
 from mecjax.config import Scenario, as_params
 from mecjax.env.features import device_features, server_features
 from mecjax.env.types import Decision
@@ -123,13 +122,7 @@ def load_config(path, overrides: dict | None = None) -> tuple[Scenario, IPPOConf
     the :class:`IPPOConfig` fields at top level; ``overrides`` (``--set``) win.
     ValueError naming the field."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"no config file {path}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path}: {err}") from None
+    raw = read_toml(path)
     for name, value in (overrides or {}).items():
         # --set gives strings for booleans: true/false as TOML writes them.
         raw[name] = {"true": True, "false": False}.get(value, value) \

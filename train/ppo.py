@@ -31,7 +31,6 @@ import dataclasses
 import io
 import math
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -39,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mecjax.cli import ArgumentParser, parse_sets, run_program
+from mecjax.cli import ArgumentParser, parse_sets, read_toml, run_program
 from mecjax.config import Scenario, as_params
 from mecjax.env.types import Decision
 from mecjax.outputs import UserError, dumps_strict, lock_output_dir, write_files_atomic
@@ -161,13 +160,7 @@ def load_config(path=CONFIG, overrides: dict | None = None) -> PPOConfig:
     """The :class:`PPOConfig` of the TOML file ``path`` (keys ``task``, ``[ppo]``,
     ``[eval]``, ``[scenario]``) with ``overrides`` ({name: value}, from ``--set``)."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise UserError(f"--config {path}: no such file") from None
-    except tomllib.TOMLDecodeError as err:
-        raise UserError(f"--config {path}: not valid TOML ({err})") from None
+    raw = read_toml(path)
     unknown = set(raw) - {"task", "ppo", "eval", "scenario"}
     if unknown:
         raise UserError(f"{path}: unknown section(s) or key(s) {sorted(unknown)}")
