@@ -54,7 +54,8 @@ def _table(metric: str, cells, settings: Settings) -> list[str]:
 
 
 def _extra_table(cells, settings: Settings) -> list[str]:
-    keys = ("throughput_mbps", "utility", "mean_cost", "revenue", "offload_fraction")
+    keys = ("throughput_mbps", "utility", "mean_cost", "revenue", "offload_fraction",
+            "deadline_miss")
     lines = ["### Other metrics (no paper counterpart per method)", "",
              "| method | N | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for label, name in methods_in_order():
@@ -302,8 +303,9 @@ def summary_table(cells, settings: Settings, path="results/summary.md") -> list[
              f"slots; mean ± 95% CI; paper in brackets; headroom share: of the cooperative "
              f"reference's saving over all-local; written by `mecjax reproduce` to "
              f"`{Path(path).as_posix()}`):", "",
-             "| method | latency (ms) | energy (J) | Jain fairness | mean cost | headroom share |",
-             "|---|---|---|---|---|---|"]
+             "| method | latency (ms) | energy (J) | Jain fairness | mean cost | deadline miss "
+             "| headroom share |",
+             "|---|---|---|---|---|---|---|"]
     for label, name in methods_in_order():
         cell = cells.get((name, n))
         if cell is None:
@@ -317,6 +319,8 @@ def summary_table(cells, settings: Settings, path="results/summary.md") -> list[
             row.append(f"{_fmt(metric, m['mean'])} ± {_fmt(metric, m['ci95'])}{ref_txt}")
         m = cell["summary"]["mean_cost"]
         row.append(f"{m['mean']:.4f} ± {m['ci95']:.4f}")
+        m = cell["summary"]["deadline_miss"]
+        row.append(f"{m['mean']:.3f} ± {m['ci95']:.3f}")
         h = headroom_share(cells, name, n) if name != FLOOR else None
         row.append("-" if h is None else f"{h['mean']:.2f} ± {h['ci95']:.2f}")
         lines.append("| " + " | ".join(row) + " |")
