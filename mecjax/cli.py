@@ -12,6 +12,7 @@ from its library the same way):
 ``mecjax optgap``     ``eval/optimality_gap.py``
 ``mecjax sweep``      ``eval/sweep.py``
 ``mecjax tasks``      ``eval/tasks.py``
+``mecjax leaderboard``  ``eval/leaderboard.py``
 ``mecjax rollout-gif``  ``eval/rollout_gif.py``
 ``mecjax ppo``        ``train/ppo.py``
 ``mecjax ippo``       ``train/ippo.py``
@@ -48,6 +49,8 @@ COMMANDS = {
     "optgap": ("eval.optimality_gap", "optimality gap of the heuristics to the exact optimum"),
     "sweep": ("eval.sweep", "grid over scenario parameters and schedulers, sharded"),
     "tasks": ("eval.tasks", "evidence that each named task is what it claims (results/tasks.md)"),
+    "leaderboard": ("eval.leaderboard", "every method on every task, intervals over training "
+                                        "seeds and instances (results/leaderboard.*)"),
     "rollout-gif": ("eval.rollout_gif", "animate one rollout of a scheduler (GIF, PNG still)"),
     "ppo": ("train.ppo", "PPO (PureJaxRL style) on mecjax.make_gymnax; results/rl/ppo.*"),
     "ippo": ("train.ippo", "IPPO (JaxMARL-baselines style) on mecjax.make_jaxmarl; "

@@ -1,5 +1,7 @@
 """The cooperative reference, the separable objective, its lower bound, and QIO's encodings."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +15,8 @@ from mecjax.schedulers import make
 from mecjax.schedulers.base import fixed_prices
 from mecjax.schedulers.cooperative import cooperative_offload
 from mecjax.schedulers.qio_mec import strongest_servers
+
+from conftest import QUICK_COMPILE
 
 
 def _slot(n, seed, **fields):
@@ -75,14 +79,25 @@ def test_cooperative_vs_the_exact_optimum_and_the_bound_below_it():
     assert max(bound_gaps) < 0.10, bound_gaps   # the bound is informative, not just valid
 
 
+@partial(jax.jit, static_argnums=2, compiler_options=QUICK_COMPILE)
+def _cooperative_local_nash(obs, prices, s):
+    """The cooperative descent's objective value, all-local's and the selfish
+    equilibrium's on the slot (one program: eagerly, each operation outside the
+    loops would compile on its own)."""
+    _, value = cooperative_offload(obs, prices, s)
+    nash, _, _ = game.best_response(obs, prices, s)
+    local = jnp.zeros(s.n_devices, jnp.int32)
+    return (value, objective.mean_cost(obs, local, prices, s),
+            objective.mean_cost(obs, nash, prices, s))
+
+
 def test_cooperative_never_worse_than_all_local_or_best_response_on_the_slot():
     for n, seed in ((30, 0), (80, 1)):
         s, obs, prices = _slot(n, seed)
-        x, value = cooperative_offload(obs, prices, s)
-        nash, _, _ = game.best_response(obs, prices, s)
-        for other in (jnp.zeros(n, jnp.int32), nash):
-            assert float(value) <= float(objective.mean_cost(obs, other, prices, s)) * (1 + 1e-6)
-        assert float(value) < float(objective.mean_cost(obs, nash, prices, s)) * 0.995
+        value, local, nash = (float(v) for v in _cooperative_local_nash(obs, prices, s))
+        for other in (local, nash):
+            assert value <= other * (1 + 1e-6)
+        assert value < nash * 0.995
 
 
 def test_binary_qio_offloads_only_to_each_devices_strongest_server():
@@ -106,7 +121,10 @@ def test_qio_mec_variants_decide_and_warm_start_is_never_worse_than_all_local():
     local = float(objective.mean_cost(obs, jnp.zeros(30, jnp.int32), prices, s))
     for name in ("qio_mec", "qio_mec_multi", "qio_mec_warm"):
         sched = make(name, iterations=10)
-        d, st = sched.act(jax.random.key(0), sched.init(jax.random.key(1), s), obs, s)
+        # one program per variant (eagerly, each operation would compile on its own)
+        d, st = jax.jit(lambda o, sched=sched: sched.act(
+            jax.random.key(0), sched.init(jax.random.key(1), s), o, s),
+            compiler_options=QUICK_COMPILE)(obs)
         env.check_decision(d, s)
         if name == "qio_mec_warm":
             assert float(objective.mean_cost(obs, d.offload, prices, s)) <= local * (1 + 1e-6)

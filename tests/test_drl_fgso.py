@@ -9,7 +9,6 @@ import pytest
 
 import mecjax
 import mecjax.schedulers.drl_fgso  # noqa: F401  (registers scheduler and learner)
-from mecjax import rollout as R
 from mecjax.checkpoint import CheckpointMismatchError
 from mecjax.env import env
 from mecjax.env.features import device_feature_dim, device_features
@@ -20,6 +19,8 @@ from mecjax.nets import qnet
 from mecjax.schedulers import Transition, make
 from mecjax.stats import summarize
 from train.run import train
+
+from conftest import QUICK_COMPILE, quick_rollout
 
 TINY = mecjax.Scenario(n_devices=6, n_servers=2, horizon=20)
 HYPER = {"n_envs": 8, "buffer_size": 256}
@@ -46,7 +47,7 @@ def assert_same_state(a, b):
 
 
 def mean_cost(scheduler, scenario, key=ROLLOUT_KEY, n=16, slots=20):
-    return summarize(R.rollout(scheduler, scenario, key, n, slots))["mean_cost"]["mean"]
+    return summarize(quick_rollout(scheduler, scenario, key, n, slots))["mean_cost"]["mean"]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def stepper():
     """A learner with FedAvg and target refresh every 2 updates and a buffer of
     two updates, and its jitted update."""
     learner = L.DRLFGSO(n_envs=4, buffer_size=8, fedavg_period=2, target_period=2)
-    return learner, jax.jit(learner.update, static_argnums=1)
+    return learner, jax.jit(learner.update, static_argnums=1, compiler_options=QUICK_COMPILE)
 
 
 # --------------------------------------------------------------------------
@@ -180,7 +181,7 @@ def test_scheduler_acts_greedily_with_the_global_model():
 
 def test_untrained_scheduler_runs_jit_vmap_at_n50_with_valid_decisions():
     sc = mecjax.Scenario(n_devices=50)
-    per_slot = R.rollout(make("drl_fgso"), sc, jax.random.key(5), 4, 5)
+    per_slot = quick_rollout(make("drl_fgso"), sc, jax.random.key(5), 4, 5)
     assert per_slot["mean_cost"].shape == (4, 5)
     assert np.all(np.isfinite(np.asarray(per_slot["mean_cost"])))
     assert float(jnp.max(per_slot["invalid_decision"])) == 0.0

@@ -12,7 +12,6 @@ import mecjax
 import mecjax.schedulers.gat_mec  # noqa: F401  (registers the scheduler and its learner)
 from mecjax.checkpoint import CheckpointMismatchError
 from mecjax.env import env as E
-from mecjax.env import physics
 from mecjax.env.env import observe as observe_state
 from mecjax.env.graph import batch_graphs, graph_from_observation
 from mecjax.learners.base import get_learner
@@ -20,12 +19,15 @@ from mecjax.learners.gat_mec import (GATMECLearner, apply_q, device_embeddings, 
                                      observation_features, option_deltas)
 from mecjax.nets.gat import GAT, GATMECNet, padding_masks
 from mecjax.optim.allocation import allocate
-from mecjax.rollout import rollout
+from mecjax.env.types import Decision
 from mecjax.stats import summarize
 from mecjax.schedulers import make
 from mecjax.learners.base import train_chunk
-from mecjax.learners.store import load_run
+from mecjax.learners.store import TrainedPolicy, load_run
+from mecjax.schedulers.learned import in_memory
 from train.run import train
+
+from conftest import quick_rollout
 
 TINY = mecjax.Scenario(n_devices=6, n_servers=2, horizon=20)
 K = 100  # updates per chunk: every training call below shares one compiled chunk
@@ -146,8 +148,8 @@ def test_network_sizes_are_recovered_from_the_parameters():
     params = jax.jit(net.init)(jax.random.key(0), g, dev)["params"]
     assert GATMECNet.from_params(params) == net
     # the encoder alone, from the parameters: one embedding per device (eqs. 11-12)
-    emb = np.asarray(device_embeddings(params, obs, s))
-    full = GAT((5,), 3, 7, 2).apply({"params": params["gat"]}, g)
+    emb = np.asarray(jax.jit(device_embeddings, static_argnums=2)(params, obs, s))
+    full = jax.jit(GAT((5,), 3, 7, 2).apply)({"params": params["gat"]}, g)
     np.testing.assert_allclose(emb, np.asarray(full)[:4], rtol=1e-4, atol=1e-6)
     assert emb.shape == (4, 7) and not np.allclose(emb[0], emb[1])
 
@@ -221,8 +223,13 @@ def test_learner_hyper_parameters_are_checked_and_json_friendly():
 # --------------------------------------------------------------------------- training
 
 
+# The initial train state of seed 0, the state the trained run below starts from. Eager, as
+# train() runs it: the operations it compiles are compiled once for both.
+_init_state = LEARNER.init
+
+
 def test_update_is_deterministic_and_keeps_a_typed_key():
-    ts = jax.jit(LEARNER.init, static_argnums=1)(jax.random.key(0), TINY)
+    ts = _init_state(jax.random.key(0), TINY)
     assert jnp.issubdtype(ts.key.dtype, jax.dtypes.prng_key)
     a, ma = train_chunk(LEARNER, ts, TINY, K)
     b, mb = train_chunk(LEARNER, ts, TINY, K)
@@ -263,10 +270,19 @@ def trained_run(tmp_path_factory):
 def test_training_lowers_the_cost_against_the_untrained_policy(trained_run):
     run_dir, _ = trained_run
     key = jax.random.key(1234)
-    untrained = summarize(rollout(make("gat_mec"), TINY, key, 32, 20))
-    trained = summarize(rollout(make("gat_mec", checkpoint=str(run_dir)), TINY, key, 32, 20))
+    # The run's own untrained policy (seed 0's initial state) against its trained one, both
+    # in memory: one compiled rollout, two sets of weights (the initial ones placed on the
+    # device as a checkpoint's are: jit compiles per placement of its arguments).
+    initial = jax.device_put(LEARNER.policy(_init_state(jax.random.key(0), TINY)),
+                             jax.devices()[0])
+    in_memory_initial = make("gat_mec", trained=TrainedPolicy("gat_mec", "", TINY, initial))
+    untrained = summarize(quick_rollout(in_memory_initial, TINY, key, 32, 20))
+    trained = summarize(quick_rollout(in_memory(make("gat_mec", checkpoint=str(run_dir))), TINY,
+                                      key, 32, 20))
     before, after = untrained["mean_cost"]["mean"], trained["mean_cost"]["mean"]
-    assert after < 0.7 * before, (before, after)  # measured: about 0.5 (seeds 0-2)
+    # measured: 0.44 (training seeds 0, 1, 2: 0.44, 0.39, 0.44; about 0.5 against
+    # untrained policies drawn per instance)
+    assert after < 0.7 * before, (before, after)
     assert trained["invalid_decision"]["mean"] == 0.0
 
 
@@ -300,22 +316,29 @@ def test_a_checkpoint_for_another_n_is_refused(trained_run):
 # --------------------------------------------------------------------------- execution
 
 
+def _decision(obs, dec, params):
+    """Probe of the rollout: each slot's decision itself."""
+    return {"offload": dec.offload, "prices": dec.prices, "cpu_share": dec.cpu_share,
+            "bandwidth_share": dec.bandwidth_share}
+
+
 def test_untrained_scheduler_runs_under_jit_and_vmap_at_n50_with_valid_decisions():
     s = mecjax.Scenario(n_devices=50)
     sched = make("gat_mec")
-    per_slot = rollout(sched, s, jax.random.key(0), 4, 5)
+    # One program: the rollout of 4 instances (jit of vmap) returning every slot's
+    # decision with its metrics (the probe), so each decision is checked directly below.
+    per_slot = quick_rollout(sched, s, jax.random.key(0), 4, 5, probe=_decision)
     assert per_slot["mean_cost"].shape == (4, 5)
     assert np.all(np.asarray(per_slot["invalid_decision"]) == 0.0)
     assert np.all(np.isfinite(np.asarray(per_slot["mean_cost"])))
-    # one decision, checked directly: actions in 0..M, prices in range, eq. 14 shares
-    obs, _ = _obs(s, 1)
-    dec, _ = jax.jit(lambda k, o: sched.act(k, sched.init(k, s), o, s))(jax.random.key(2), obs)
-    E.check_decision(dec, s)  # raises on any invalid field
-    off = np.asarray(dec.offload)
-    assert off.shape == (50,) and off.min() >= 0 and off.max() <= s.n_servers
-    onehot = physics.server_onehot(dec.offload, s.n_servers)
-    for share in (dec.cpu_share, dec.bandwidth_share):
-        per_server = np.asarray(physics.per_server_sum(onehot, share))
-        assert np.all(per_server <= 1 + 1e-5)
+    fields = np.asarray(per_slot["offload"]), np.asarray(per_slot["prices"]), \
+        np.asarray(per_slot["cpu_share"]), np.asarray(per_slot["bandwidth_share"])
+    for off, prices, cpu, bw in zip(*(f.reshape((20,) + f.shape[2:]) for f in fields)):
+        # actions in 0..M, prices in range, eq. 14 shares
+        E.check_decision(Decision(off, prices, bandwidth_share=bw, cpu_share=cpu), s)
+        assert off.shape == (50,) and off.min() >= 0 and off.max() <= s.n_servers
         used = np.bincount(off, minlength=s.n_servers + 1)[1:] > 0
-        np.testing.assert_allclose(per_server[used], 1.0, rtol=1e-5)
+        for share in (cpu, bw):
+            per_server = np.bincount(off, weights=share, minlength=s.n_servers + 1)[1:]
+            assert np.all(per_server <= 1 + 1e-5)
+            np.testing.assert_allclose(per_server[used], 1.0, rtol=1e-5)

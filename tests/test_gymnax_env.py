@@ -19,6 +19,8 @@ from gymnax.environments import environment, spaces  # noqa: E402
 from mecjax.interfaces.gymnax_env import (GymnaxParams, cond_any, make_gymnax,  # noqa: E402
                                           obs_dim, sequential_obs)
 
+from conftest import QUICK_COMPILE  # noqa: E402
+
 N, M, T = 4, 2, 2
 SCENARIO = mecjax.Scenario(n_devices=N, n_servers=M, horizon=T)
 ACTIONS = ([0, 1, 2, 1], [2, 2, 0, 1])      # one slot each: every option used
@@ -211,7 +213,7 @@ def test_ppo_train_smoke_on_1000_instances(env):
     e, params = env
     cfg = PPOConfig(total_timesteps=2 * 1000 * T * N, num_envs=1000, num_steps=T * N,
                     num_minibatches=4, update_epochs=1, hidden=16)
-    out = jax.jit(make_train(cfg, e, params))(jax.random.key(0))
+    out = jax.jit(make_train(cfg, e, params), compiler_options=QUICK_COMPILE)(jax.random.key(0))
     m = out["metrics"]
     assert cfg.num_updates == 2
     for k in ("total_loss", "value_loss", "actor_loss", "entropy", "slot_cost",

@@ -14,6 +14,8 @@ pytest.importorskip("jaxmarl")
 
 from mecjax.interfaces.jaxmarl_env import MultiAgentEnv  # noqa: E402
 
+from conftest import QUICK_COMPILE  # noqa: E402
+
 S = mecjax.Scenario(n_devices=4, n_servers=2, horizon=3)
 N, M, H = S.n_devices, S.n_servers, S.horizon
 
@@ -62,7 +64,7 @@ def episode(env):
         _, out = jax.lax.scan(body, (obs, state), (act_keys, step_keys))
         return out
 
-    obs, state, actions, *rest = jax.device_get(jax.jit(run)())
+    obs, state, actions, *rest = jax.device_get(jax.jit(run, compiler_options=QUICK_COMPILE)())
     return (obs, state, actions, step_keys, *rest)
 
 
@@ -208,6 +210,7 @@ def test_ippo_trains_a_few_updates_with_finite_losses(env):
     policy = IPPOPolicy(states["device"].params, states["server"].params, cfg.hidden,
                         cfg.price_levels, greedy=False)
     _, state = env.reset(jax.random.key(0))     # an EnvState serves as the observation
-    decision, _ = jax.jit(policy.act, static_argnums=3)(jax.random.key(1), None, state.env, S)
+    decision, _ = jax.jit(policy.act, static_argnums=3, compiler_options=QUICK_COMPILE)(
+        jax.random.key(1), None, state.env, S)
     assert decision.offload.shape == (N,) and int(decision.offload.max()) <= M
     assert set(np.round(np.asarray(decision.prices), 4)) <= {0.5, 1.0, 1.5, 2.0}

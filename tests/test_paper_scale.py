@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from mecjax.config import Scenario
-from mecjax.rollout import rollout
 from mecjax.schedulers import make
 from eval.plan import learned_checkpoint
 from train.recipes import SHIPPED_ROOT
+
+from conftest import quick_rollout
 
 N, INSTANCES, SLOTS = 150, 4, 3
 SCENARIO = Scenario(n_devices=N, horizon=SLOTS)
@@ -27,7 +28,7 @@ KNOWN_WORSE_THAN_LOCAL = {
 def mean_cost(name: str) -> np.ndarray:
     found = learned_checkpoint(name, N, SHIPPED_ROOT)
     assert found is not None, f"no shipped checkpoint of {name} at N={N}"
-    out = rollout(make(name, **found[0]), SCENARIO, jax.random.key(0), INSTANCES, SLOTS)
+    out = quick_rollout(make(name, **found[0]), SCENARIO, jax.random.key(0), INSTANCES, SLOTS)
     return np.asarray(out["mean_cost"], np.float64).mean(axis=1)   # [instances]
 
 

@@ -74,3 +74,90 @@ def test_summarize_averages_slots_then_gives_a_ci_over_instances():
     assert res == stats.mean_ci(per_instance)
     lo, hi = sps.t.interval(0.95, 4, loc=per_instance.mean(), scale=sps.sem(per_instance))
     assert res["ci95"] == pytest.approx((hi - lo) / 2, rel=1e-10)
+
+
+# ------------------------------------------------ IQM, stratified bootstrap, POI (rliable style)
+
+def test_iqm_is_scipys_25_percent_trimmed_mean():
+    x = np.random.default_rng(1).standard_cauchy(40)
+    assert stats.iqm(x) == pytest.approx(sps.trim_mean(x, 0.25), rel=1e-12)
+    # Hand case: of 8 values the middle 4 are averaged; the outliers do not matter.
+    assert stats.iqm([-1e9, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 1e9]) == pytest.approx(3.5)
+    m = np.arange(24.0).reshape(3, 8)
+    np.testing.assert_allclose(stats.iqm(m, axis=-1), sps.trim_mean(m, 0.25, axis=-1))
+    assert stats.iqm(m) == pytest.approx(sps.trim_mean(m.ravel(), 0.25))
+
+
+def test_resample_stratum_draws_runs_and_instances_independently():
+    x = np.arange(12.0).reshape(3, 4)                      # value = 4 * run + instance
+    boot = stats.resample_stratum(np.random.default_rng(0), x, 500)
+    assert boot.shape == (500, 3, 4)
+    run, inst = boot // 4, boot % 4
+    # Within one copy every run uses the same instances (crossed design).
+    assert np.all(inst == inst[:, :1, :])
+    assert np.all(run == run[:, :, :1])
+    # Both are drawn with replacement: repeats occur, and every value is reachable.
+    assert np.any([len(set(r[:, 0])) < 3 for r in run]) and set(np.unique(boot)) == set(x.ravel())
+
+
+def test_stratified_bootstrap_covers_the_true_mean_and_shrinks_with_n():
+    rng = np.random.default_rng(2)
+    covered, widths = 0, {}
+    for trial in range(40):
+        x = rng.normal(1.0, 1.0, (3, 30))
+        ci = stats.stratified_bootstrap_ci([x], reps=400, seed=trial)
+        assert ci["mean"] == pytest.approx(x.mean()) and ci["n"] == 90
+        assert ci["low"] <= ci["mean"] <= ci["high"]
+        covered += ci["low"] <= 1.0 <= ci["high"]
+    assert covered >= 32                                   # about 95% of 40, with slack
+    for n in (10, 100, 1000):
+        widths[n] = stats.stratified_bootstrap_ci([rng.normal(0, 1, (3, n))], reps=400)["ci95"]
+    assert widths[10] > widths[100] > widths[1000]
+    # One stratum of one run: the instances' bootstrap; of constants: a zero-width interval.
+    assert stats.stratified_bootstrap_ci([np.full(5, 2.0)])["ci95"] == 0.0
+
+
+def test_stratified_bootstrap_keeps_each_stratum_whole():
+    # Two strata of very different means: a resample never mixes them, so the mean
+    # of the pooled values stays at the average of the strata (equal sizes).
+    a, b = np.zeros((3, 1)), np.full((3, 1), 10.0)
+    ci = stats.stratified_bootstrap_ci([a, b], reps=200)
+    assert (ci["mean"], ci["low"], ci["high"]) == (5.0, 5.0, 5.0)
+    iq = stats.stratified_bootstrap_ci([np.arange(8.0)], statistic=stats.iqm, reps=200)
+    assert iq["mean"] == pytest.approx(sps.trim_mean(np.arange(8.0), 0.25))
+
+
+def test_ratio_of_means_is_one_for_the_reference_and_zero_for_the_floor():
+    rng = np.random.default_rng(3)
+    floor = rng.uniform(1.0, 2.0, 20)
+    ref = floor - rng.uniform(0.2, 0.4, 20)
+    one = stats.ratio_of_means_ci(floor, ref, ref[None, :])
+    zero = stats.ratio_of_means_ci(floor, ref, np.stack([floor, floor]))
+    assert one["mean"] == pytest.approx(1.0) and one["ci95"] == pytest.approx(0.0, abs=1e-12)
+    assert zero["mean"] == pytest.approx(0.0) and zero["ci95"] == pytest.approx(0.0, abs=1e-12)
+    # Halfway on every instance: 0.5 in every replicate too (the instances are paired).
+    half = stats.ratio_of_means_ci(floor, ref, (floor + ref) / 2)
+    assert [half[k] for k in ("mean", "low", "high")] == pytest.approx([0.5] * 3)
+    # Runs that differ: the interval is over them (and the instances).
+    spread = stats.ratio_of_means_ci(floor, ref, np.stack([floor, ref, (floor + ref) / 2]))
+    assert spread["mean"] == pytest.approx(0.5) and spread["low"] < 0.5 < spread["high"]
+    assert np.isnan(stats.ratio_of_means_ci(floor, floor, ref)["mean"])
+
+
+def test_probability_of_improvement_hand_cases_and_rliable_definition():
+    x, y = np.array([[3.0, 4.0, 5.0]]), np.array([[0.0, 1.0, 2.0]])
+    assert stats.probability_of_improvement([x], [y]) == 1.0
+    assert stats.probability_of_improvement([y], [x]) == 0.0
+    assert stats.probability_of_improvement([x], [x]) == 0.5
+    # Mann-Whitney U / (n m), averaged over tasks: scipy's statistic, as rliable does.
+    rng = np.random.default_rng(4)
+    xs, ys = rng.normal(0.3, 1, (2, 3, 7)), rng.normal(0, 1, (2, 5, 7))
+    want = np.mean([sps.mannwhitneyu(a.ravel(), b.ravel(), alternative="greater").statistic
+                    / (a.size * b.size) for a, b in zip(xs, ys)])
+    assert stats.probability_of_improvement(list(xs), list(ys)) == pytest.approx(want)
+    ci = stats.probability_of_improvement_ci(list(xs), list(ys), reps=300)
+    assert ci["mean"] == pytest.approx(want) and 0.0 <= ci["low"] <= ci["high"] <= 1.0
+    sure = stats.probability_of_improvement_ci([x], [y], reps=200)
+    assert (sure["low"], sure["high"]) == (1.0, 1.0)
+    same = stats.probability_of_improvement_ci([np.full(6, 1.0)], [np.full(4, 1.0)], reps=200)
+    assert (same["mean"], same["low"], same["high"]) == (0.5, 0.5, 0.5)

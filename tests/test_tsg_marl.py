@@ -1,5 +1,7 @@
 """TSG-MARL (paper section 3.2): MADDPG learner, scheduler, checkpoints."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,16 +14,18 @@ from mecjax.env.features import device_features, server_features
 from mecjax.learners import tsg_marl as T
 from mecjax.learners.base import get_learner
 from mecjax.nets import actor_critic as ac
-from mecjax.rollout import rollout
 from mecjax.schedulers import make
 from mecjax.schedulers import tsg_marl as _sched  # noqa: F401  (registers "tsg_marl")
 from mecjax.learners.base import train_chunk
 from mecjax.learners.store import load_run
 from train.run import train
 
+from conftest import QUICK_COMPILE, quick_rollout
+
 S = mecjax.Scenario(n_devices=6, n_servers=2, horizon=20)
 K = 150  # updates per chunk: every train() call below compiles one chunk length
 QUIET = dict(log=lambda *_: None)
+_quick = partial(jax.jit, compiler_options=QUICK_COMPILE)   # programs this file compiles itself
 
 
 def _leaves(tree):
@@ -48,7 +52,7 @@ def full_run(tmp_path_factory, learner):
 
 
 def _mean_cost(scheduler, scenario, n=16, slots=20):
-    out = rollout(scheduler, scenario, jax.random.key(11), n, slots)
+    out = quick_rollout(scheduler, scenario, jax.random.key(11), n, slots)
     assert float(jnp.max(out["invalid_decision"])) == 0.0
     return float(jnp.mean(out["mean_cost"]))
 
@@ -100,7 +104,7 @@ def test_run_rebuilds_learner_and_refuses_other_sizes(full_run, learner):
 
 def test_untrained_scheduler_runs_under_jit_and_vmap_at_n50():
     big = mecjax.Scenario(n_devices=50)
-    out = rollout(make("tsg_marl"), big, jax.random.key(1), 4, 5)
+    out = quick_rollout(make("tsg_marl"), big, jax.random.key(1), 4, 5)
     assert out["mean_cost"].shape == (4, 5)
     assert float(jnp.max(out["invalid_decision"])) == 0.0
     assert np.all(np.isfinite(np.asarray(out["mean_cost"])))
@@ -110,41 +114,45 @@ def test_decisions_are_valid_and_decentralised():
     sc = mecjax.Scenario(n_devices=50, price_min=0.3, price_max=1.2)
     obs, _ = env.reset(jax.random.key(2), sc)
     learner = get_learner("tsg_marl")
-    policy = learner.init_policy(jax.random.key(4), sc)
+    policy = _quick(learner.init_policy, static_argnums=1)(jax.random.key(4), sc)
     # Large actor weights push the sigmoid to its ends: prices must stay in range.
     policy = {**policy, "leader_actor": jax.tree.map(lambda w: 50.0 * w, policy["leader_actor"])}
-    act = jax.jit(T.greedy_actions, static_argnums=2)
+    act = _quick(T.greedy_actions, static_argnums=2)
     offload, prices = act(policy, obs, sc)
     assert offload.shape == (50,) and offload.dtype == jnp.int32
     assert int(offload.min()) >= 0 and int(offload.max()) <= sc.n_servers
     assert prices.shape == (3,)
     assert np.all((np.asarray(prices) >= 0.3) & (np.asarray(prices) <= 1.2))
-    env.check_decision(T.policy_decision(policy, obs, sc), sc)  # raises if invalid
+    decision = _quick(T.policy_decision, static_argnums=2)(policy, obs, sc)
+    env.check_decision(decision, sc)  # raises if invalid
     # Device 0's own task changes only device 0's input row (decentralised execution).
     obs2 = obs.replace(task_cycles=obs.task_cycles.at[0].set(1e8),
                        task_bits=obs.task_bits.at[0].set(1e6))
-    logits = ac.follower_logits(policy["follower_actor"], device_features(obs, sc))
-    logits2 = ac.follower_logits(policy["follower_actor"], device_features(obs2, sc))
+    follower = _quick(lambda actor, o: ac.follower_logits(actor, device_features(o, sc)))
+    logits = follower(policy["follower_actor"], obs)
+    logits2 = follower(policy["follower_actor"], obs2)
     assert not np.allclose(logits[0], logits2[0])
     np.testing.assert_array_equal(np.asarray(logits[1:]), np.asarray(logits2[1:]))
 
 
 def test_smoothing_regulariser_is_zero_iff_actors_unchanged():
     learner = get_learner("tsg_marl", smooth_lambda=0.5)
-    nets = learner.init_nets(jax.random.key(5), S)
+    nets = _quick(learner.init_nets, static_argnums=1)(jax.random.key(5), S)
     obs, _ = env.reset(jax.random.key(6), S)
     dev, srv = device_features(obs, S)[None], server_features(obs, S)[None]
+    penalty = _quick(T.smoothing_penalty)    # the weight is an argument: one program
     same = jax.tree.map(jnp.array, nets)
-    f, lead = T.smoothing_penalty(nets, same, dev, srv, learner.smooth_lambda)
+    f, lead = penalty(nets, same, dev, srv, learner.smooth_lambda)
     assert float(f) == 0.0 and float(lead) == 0.0
     moved = jax.tree.map(lambda w: w + 0.3, nets)
-    f, lead = T.smoothing_penalty(moved, nets, dev, srv, learner.smooth_lambda)
+    f, lead = penalty(moved, nets, dev, srv, learner.smooth_lambda)
     assert float(f) > 0.0 and float(lead) > 0.0
-    f2, lead2 = T.smoothing_penalty(moved, nets, dev, srv, 2 * learner.smooth_lambda)
+    f2, lead2 = penalty(moved, nets, dev, srv, 2 * learner.smooth_lambda)
     np.testing.assert_allclose([f2, lead2], [2 * f, 2 * lead], rtol=1e-6)
 
 
-def test_features_and_shared_actors_match_their_definitions():
+def test_features_and_shared_actors_match_their_definitions(learner):
+    default = learner
     obs, _ = env.reset(jax.random.key(8), S)
     dev, srv = device_features(obs, S), server_features(obs, S)
     # The scheduler's parameter-only apply equals the training modules.
@@ -160,16 +168,18 @@ def test_features_and_shared_actors_match_their_definitions():
     frac, others = T.action_fractions(jnp.array([0, 1, 1, 2, 0, 0]), 3)
     np.testing.assert_allclose(frac, [3 / 6, 2 / 6, 1 / 6])
     np.testing.assert_allclose(others[1], [3 / 5, 1 / 5, 1 / 5])
-    # The untrained scheduler policy is the learner's policy(init(key)).
+    # The untrained scheduler policy is the learner's policy(init(key)) (the default
+    # learner: its init is the one the training run compiled).
     key = jax.random.key(10)
-    _assert_trees_equal(learner.init_policy(key, S), learner.policy(learner.init(key, S)))
+    _assert_trees_equal(_quick(default.init_policy, static_argnums=1)(key, S),
+                        default.policy(default.init(key, S)))
 
 
 def test_one_update_stores_transitions_and_soft_updates_the_targets(learner):
     import optax
 
     s0 = learner.init(jax.random.key(12), S)
-    s1, _ = jax.jit(learner.update, static_argnums=1)(s0, S)
+    s1, _ = _quick(learner.update, static_argnums=1)(s0, S)
     b = learner.n_envs
     assert int(s1.buffer.size) == b and int(s1.buffer.ptr) == b
     data = s1.buffer.data

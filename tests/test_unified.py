@@ -1,6 +1,7 @@
 """DT-MEC look-ahead, the unified scheduler's fusion, and its ablation flags."""
 
 import dataclasses
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -26,7 +27,13 @@ from mecjax.optim.allocation import allocate
 from mecjax.rollout import rollout
 from mecjax.schedulers import make
 from mecjax.schedulers.base import fixed_prices
+from mecjax.schedulers.learned import in_memory
+from eval.plan import method_checkpoints
+from train.recipes import SHIPPED_ROOT
 
+from conftest import QUICK_COMPILE, quick_rollout
+
+ROOT = Path(__file__).resolve().parent.parent
 S = mecjax.Scenario(n_devices=8, n_servers=3, horizon=10)
 
 
@@ -90,11 +97,57 @@ def test_lookahead_carries_battery_and_backlog_between_slots(obs):
                                jnp.mean(costs[0]) + jnp.mean(costs[1]), rtol=1e-6)
 
 
+# The plans and eq. 22 below are jitted once per scheduler variant and shape, with the
+# scenario as EnvParams (its constants traced): the coupled and the fast-server scenarios
+# share each program, and every observation is an argument, not a constant of its own program.
+@partial(jax.jit, compiler_options=QUICK_COMPILE)
+def _plan(sched, o, p):
+    """(plan [H, N], view) of DT-MEC ``sched`` on observation ``o``."""
+    return sched.lookahead_plan(sched.init(jax.random.key(0), p), o, p)[:2]
+
+
+def _plan_fn(params, **kw):
+    """obs -> [H, N] the DT-MEC plan (persistence forecast) of ``make(**kw)``."""
+    sched = make("dt_mec", forecast="persistence", **kw)
+    return lambda o: _plan(sched, o, mecjax.as_params(params))[0]
+
+
+def _eq22_of(obs, plan, params, horizon):
+    slots = twin.persistence_slots(obs, horizon)
+    return lookahead.plan_mean_cost(obs, slots, plan, fixed_prices(params), params)
+
+
+_eq22_one = jax.jit(_eq22_of, static_argnums=3, compiler_options=QUICK_COMPILE)
+_eq22_many = jax.jit(jax.vmap(_eq22_of, (None, 0, None, None)), static_argnums=3,
+                     compiler_options=QUICK_COMPILE)
+
+
+def _eq22(obs, params, horizon):
+    """plan [H, N] (or held [N]) -> eq. 22 on the persistence forecast of ``obs``;
+    ``.many``: the same for a batch of plans [B, H, N]."""
+    p = mecjax.as_params(params)
+    value = lambda plan: _eq22_one(obs, plan, p, horizon)  # noqa: E731
+    value.many = lambda plans: _eq22_many(obs, plans, p, horizon)
+    return value
+
+
+@partial(jax.jit, static_argnums=3, compiler_options=QUICK_COMPILE)
+def _own_horizon_costs(o, a, p, horizon):
+    """[N, M+1] each device's cost summed over the horizon for each of its options,
+    the others holding ``a`` (the costs the selfish horizon game is played on)."""
+    prices = fixed_prices(p)
+    per_device = lookahead.horizon_costs_fn(o, twin.persistence_slots(o, horizon), prices, p)
+    return jax.vmap(lambda i: game.own_costs(o, a, i, prices, p, costs_fn=per_device))(
+        jnp.arange(a.shape[0]))
+
+
 def test_dt_mec_with_persistence_and_no_horizon_is_best_response(obs):
     sched = make("dt_mec", forecast="persistence", horizon=1, lookahead="selfish")
-    st = sched.init(jax.random.key(0), S)
-    offload, view, _ = sched.plan(st, obs, S)
-    want, _, _ = game.best_response(obs, fixed_prices(S), S, max_rounds=sched.max_rounds)
+    plan, view = _plan(sched, obs, S.params())
+    offload = plan[0]
+    want, _, _ = jax.jit(game.best_response, static_argnames="max_rounds",
+                         compiler_options=QUICK_COMPILE)(
+        obs, fixed_prices(S), S.params(), max_rounds=sched.max_rounds)
     np.testing.assert_array_equal(offload, want)
     np.testing.assert_array_equal(view.gain_observed, obs.gain_observed)
 
@@ -134,43 +187,28 @@ def test_plan_costs_use_one_decision_per_slot_and_a_hold_plan_repeats_it(obs):
 COUPLED = dict(server_cpu_hz=5e8, slot_s=0.1)
 
 
-def _plan_fn(params, **kw):
-    """jitted obs -> [H, N] the DT-MEC plan (persistence forecast) of ``make(**kw)``."""
-    sched = make("dt_mec", forecast="persistence", **kw)
-    st = sched.init(jax.random.key(0), params)
-    return jax.jit(lambda o: sched.lookahead_plan(st, o, params)[0])
-
-
-def _eq22(obs, params, horizon):
-    """jitted plan [H, N] (or held [N]) -> eq. 22 on the persistence forecast of ``obs``."""
-    slots = twin.persistence_slots(obs, horizon)
-    prices = fixed_prices(params)
-    return jax.jit(lambda plan: lookahead.plan_mean_cost(obs, slots, plan, prices, params))
-
-
 def test_dt_mec_cooperative_plan_beats_myopic_and_selfish_when_slots_are_coupled():
     s = S.replace(**COUPLED)
     myopic = _plan_fn(s, horizon=1, lookahead="selfish")    # the one-slot best response
     myopic_coop = _plan_fn(s, horizon=1)
     selfish = _plan_fn(s, horizon=3, lookahead="selfish", max_rounds=20)
     coop = _plan_fn(s, horizon=3)
-    prices = fixed_prices(s)
     strictly, replans = 0, 0
     for seed in range(4):
         o, _ = env.reset(jax.random.key(seed), s)
         value = _eq22(o, s, 3)
-        a1, a1c, a3, plan = myopic(o)[0], myopic_coop(o)[0], selfish(o), coop(o)
+        a1, a1c, a3, plan = (np.asarray(x) for x in (myopic(o)[0], myopic_coop(o)[0],
+                                                     selfish(o), coop(o)))
         # The selfish plan holds one option: a Nash equilibrium of the horizon game.
-        np.testing.assert_array_equal(a3, jnp.broadcast_to(a3[0], a3.shape))
-        per_device = lookahead.horizon_costs_fn(o, twin.persistence_slots(o, 3), prices, s)
+        np.testing.assert_array_equal(a3, np.broadcast_to(a3[0], a3.shape))
+        own = np.asarray(_own_horizon_costs(o, a3[0], s.params(), 3))
         for i in range(8):
-            own = game.own_costs(o, a3[0], i, prices, s, costs_fn=per_device)
-            assert float(own[a3[0, i]]) <= float(jnp.min(own)) * (1 + 1e-5) + 1e-9
+            assert float(own[i, a3[0, i]]) <= float(own[i].min()) * (1 + 1e-5) + 1e-9
         v = float(value(plan))
         others = [float(value(a1)), float(value(a1c)), float(value(a3[0]))]
         assert v <= min(others) * (1 + 1e-6), (seed, v, others)
         strictly += v < min(others) * (1 - 1e-3)
-        replans += bool(np.any(np.asarray(plan[1:] != plan[0])))
+        replans += bool(np.any(plan[1:] != plan[0]))
     # Planning matters: lower than every held plan (offload now, compute locally
     # later) on instances where a held offload's backlog would grow slot after slot.
     assert strictly >= 1 and replans >= 1
@@ -185,8 +223,10 @@ def test_dt_mec_cooperative_plan_is_a_local_optimum_of_eq_22(obs, coupled):
     v = float(value(plan))
     n_options = s.n_servers + 1
     moves = [(k, i, c) for k in range(3) for i in range(8) for c in range(n_options)]
-    changed = jnp.stack([plan.at[k, i].set(c) for k, i, c in moves])
-    values = np.asarray(jax.jit(jax.vmap(value))(changed))
+    changed = np.repeat(np.asarray(plan)[None], len(moves), 0)
+    for j, (k, i, c) in enumerate(moves):
+        changed[j, k, i] = c
+    values = np.asarray(value.many(changed))
     # No single (slot, device) change lowers eq. 22 (beyond float noise; the descent
     # moves on relative drops of 1e-7).
     assert values.min() >= v * (1 - 1e-6), moves[int(values.argmin())]
@@ -200,21 +240,21 @@ def _exhaustive_gaps(params, seeds):
     """Relative gaps to the optimum over all 4^6 plans (N = 3, H = 2, M = 3), one per
     seed: the cooperative plan's, its start's (the better of the held myopic decision
     and all-local), and whether the optimum is not a held plan."""
-    plans = jnp.array(np.indices((4,) * 6).reshape(6, -1).T.reshape(-1, 2, 3), jnp.int32)
+    plans = np.indices((4,) * 6).reshape(6, -1).T.reshape(-1, 2, 3).astype(np.int32)
     coop = _plan_fn(params, horizon=2, max_sweeps=50)
     myopic = _plan_fn(params, horizon=1, lookahead="selfish")
     gaps, start_gaps, non_held = [], [], []
     for seed in seeds:
         o, _ = env.reset(jax.random.key(seed), params)
         value = _eq22(o, params, 2)
-        values = jax.jit(jax.vmap(value))(plans)
-        best = int(jnp.argmin(values))
+        values = np.asarray(value.many(plans))
+        best = int(np.argmin(values))
         opt, got = float(values[best]), float(value(coop(o)))
-        start = min(float(value(myopic(o)[0])), float(value(jnp.zeros(3, jnp.int32))))
+        start = min(float(value(myopic(o)[0])), float(value(np.zeros(3, np.int32))))
         assert got >= opt * (1 - 1e-6)     # the exhaustive optimum is a lower bound
         gaps.append((got - opt) / opt)
         start_gaps.append((start - opt) / opt)
-        non_held.append(bool(np.any(np.asarray(plans[best, 0] != plans[best, 1]))))
+        non_held.append(bool(np.any(plans[best, 0] != plans[best, 1])))
     return np.array(gaps), np.array(start_gaps), np.array(non_held)
 
 
@@ -248,34 +288,35 @@ def test_dt_mec_refuses_an_unknown_lookahead():
 
 def test_dt_mec_closed_loop_rollout_is_finite_and_feeds_the_twin(obs):
     sched = make("dt_mec", horizon=2, max_rounds=2)
-    st = sched.init(jax.random.key(0), S)
-    d, st2 = sched.act(jax.random.key(1), st, obs, S)
+
+    # one program (eagerly, each operation would compile on its own)
+    @partial(jax.jit, compiler_options=QUICK_COMPILE)
+    def first_step(o):
+        st = sched.init(jax.random.key(0), S)
+        return st, sched.act(jax.random.key(1), st, o, S)
+
+    st, (d, st2) = first_step(obs)
     env.check_decision(d, S)
     assert not all(np.array_equal(a, b) for a, b in
                    zip(jax.tree.leaves(st.carry), jax.tree.leaves(st2.carry)))
-    out = rollout(sched, S, jax.random.key(2), 2, 3)
+    out = quick_rollout(sched, S, jax.random.key(2), 2, 3)
     assert all(np.isfinite(np.asarray(v)).all() for v in out.values())
     assert float(np.max(out["invalid_decision"])) == 0.0
 
 
 # ------------------------------------------------------------------ unified: fusion and ablations
 
-def save_run(learner, scenario, directory, updates, seed=0):
-    """A run directory as ``mecjax train`` writes it, after ``updates`` updates."""
-    state = learner.init(jax.random.key(seed), scenario)
-    state, _ = train_chunk(learner, state, scenario, updates)
-    ckpt.save(Path(directory) / "ckpt", updates, state,
-              run_config(learner, scenario, seed, updates))
-    return state
+# The modules run the shipped N = 50 policies (a trained twin among them: an untrained twin
+# is exactly persistence, which would hide what use_dt changes). Their weights are data
+# read from disk: an untrained module's policy would be computed from its learner's whole
+# train state (buffers, training instances), one more compiled program per module.
+U = mecjax.Scenario(n_devices=50)      # the scenario they were trained for
+SHIPPED = method_checkpoints("unified", 50, str(ROOT / SHIPPED_ROOT))
 
 
 @pytest.fixture(scope="module")
-def twin_dir(tmp_path_factory):
-    """A briefly trained twin for S: an untrained twin is exactly persistence,
-    which would hide what use_dt changes."""
-    d = tmp_path_factory.mktemp("unified") / "twin"
-    save_run(get_learner("twin", lstm_hidden=8, n_envs=2, window=8), S, d, 30)
-    return d
+def uobs():
+    return env.reset(jax.random.key(3), U)[0]
 
 
 def small_unified(**flags):
@@ -283,33 +324,42 @@ def small_unified(**flags):
 
 
 @pytest.fixture(scope="module")
-def full(twin_dir):
-    # Untrained DRL, GAT and MARL modules, a trained twin.
-    sched = small_unified(twin_checkpoint=str(twin_dir))
-    st = sched.init(jax.random.key(0), S)
+def full():
+    sched = small_unified(**SHIPPED)
+    st = sched.init(jax.random.key(0), U)
     return sched, st
 
 
 # One compiled program per variant (a scheduler is a pytree whose flags are static): an
 # eager pipeline would compile each of its hundreds of operations on its own.
-_pipeline = jax.jit(lambda sched, key, st, obs: sched.pipeline(key, st, obs, S))
+_pipeline = jax.jit(lambda sched, key, st, obs: sched.pipeline(key, st, obs, U),
+                    compiler_options=QUICK_COMPILE)
 
 
 def _pipe(sched, st, obs):
     return _pipeline(sched, jax.random.key(7), st, obs)
 
 
-def test_fused_decision_never_worse_than_best_candidate_under_the_twin(full, obs):
+# The modules' own functions, each one program, that the pipeline's rows are checked against.
+_quick = partial(jax.jit, compiler_options=QUICK_COMPILE)
+_marl_greedy = _quick(marl_learner.greedy_actions, static_argnums=2)
+_gat_greedy = _quick(gat_learner.greedy_actions, static_argnums=2)
+_drl_gat_greedy = _quick(drl_gat.greedy_offload, static_argnums=3)
+_fusion_score = _quick(fusion.fusion_score, static_argnums=3)
+_batch_fusion_score = _quick(fusion.batch_fusion_score, static_argnums=3)
+
+
+def test_fused_decision_never_worse_than_best_candidate_under_the_twin(full):
     sched, st = full
     for k in range(3):
-        o, _ = env.reset(jax.random.key(10 + k), S)
+        o, _ = env.reset(jax.random.key(10 + k), U)
         pl = _pipe(sched, st, o)
-        assert pl.candidates.shape == (len(sched.candidate_names()), 8)
+        assert pl.candidates.shape == (len(sched.candidate_names()), 50)
         assert float(pl.fused_score) <= float(jnp.min(pl.candidate_scores)) + 1e-7
-        again = fusion.fusion_score(pl.view, pl.fused, pl.prices, S)
+        again = _fusion_score(pl.view, pl.fused, pl.prices, U)
         np.testing.assert_allclose(again, pl.fused_score, rtol=1e-5)
         np.testing.assert_allclose(pl.candidate_scores,
-                                   fusion.batch_fusion_score(pl.view, pl.candidates, pl.prices, S),
+                                   _batch_fusion_score(pl.view, pl.candidates, pl.prices, U),
                                    rtol=1e-6)
 
 
@@ -326,37 +376,42 @@ def test_fusion_score_is_eq_23():
     np.testing.assert_allclose(t["energy_j"], jnp.mean(out.energy), rtol=1e-5)
 
 
+# QIO only refines the candidates (test_no_qio_picks_the_best_candidate): the module
+# ablations below are compared with QIO off in both (the full model's pipeline with QIO
+# is checked above), so one QIO search is compiled instead of one per variant.
 def _ablate(full, obs, **flag):
-    """(full pipeline, ablated scheduler, its pipeline) on the same observation and key."""
+    """(full pipeline, ablated scheduler, its pipeline, its state) on the same observation
+    and key, both without QIO."""
     sched, st = full
+    sched = dataclasses.replace(sched, use_qio=False)
     abl = dataclasses.replace(sched, **flag)
-    return _pipe(sched, st, obs), abl, _pipe(abl, abl.init(jax.random.key(0), S), obs)
+    abl_st = abl.init(jax.random.key(0), U)
+    return _pipe(sched, st, obs), abl, _pipe(abl, abl_st, obs), abl_st
 
 
 def _rows(sched, pl):
     return dict(zip(sched.candidate_names(), np.asarray(pl.candidates)))
 
 
-def test_no_dt_acts_on_the_last_observation_only(full, obs):
+def test_no_dt_acts_on_the_last_observation_only(full, uobs):
+    obs = uobs
     sched, st = full
-    pl = _pipe(sched, st, obs)
+    pl, abl, pa, _ = _ablate(full, obs, use_dt=False)
     assert float(jnp.max(jnp.abs(jnp.log(pl.view.gain_observed / obs.gain_observed)))) > 0.1
-    abl = dataclasses.replace(sched, use_dt=False)
-    pa = _pipe(abl, abl.init(jax.random.key(0), S), obs)
     np.testing.assert_array_equal(pa.view.gain_observed, obs.gain_observed)
     assert pa.carry is None
     # Every other module is the same function, now applied to the observation.
-    offload, prices = marl_learner.greedy_actions(st.marl, obs, S)
+    offload, prices = _marl_greedy(st.marl, obs, U)
     np.testing.assert_array_equal(pa.prices, prices)
     rows = _rows(abl, pa)
     np.testing.assert_array_equal(rows["marl"], offload)
-    np.testing.assert_array_equal(rows["gat"], gat_learner.greedy_actions(st.gat, obs, S))
-    np.testing.assert_array_equal(rows["drl"], drl_gat.greedy_offload(st.drl, obs, prices, S))
+    np.testing.assert_array_equal(rows["gat"], _gat_greedy(st.gat, obs, U))
+    np.testing.assert_array_equal(rows["drl"], _drl_gat_greedy(st.drl, obs, prices, U))
 
 
-def test_no_gat_feeds_raw_features_to_drl_and_drops_the_gat_candidate(full, obs):
+def test_no_gat_feeds_raw_features_to_drl_and_drops_the_gat_candidate(full, uobs):
     sched, st = full
-    pl, abl, pa = _ablate(full, obs, use_gat=False)
+    pl, abl, pa, abl_st = _ablate(full, uobs, use_gat=False)
     assert "gat" in sched.candidate_names() and "gat" not in abl.candidate_names()
     np.testing.assert_array_equal(pa.view.gain_observed, pl.view.gain_observed)
     np.testing.assert_array_equal(pa.prices, pl.prices)
@@ -365,37 +420,38 @@ def test_no_gat_feeds_raw_features_to_drl_and_drops_the_gat_candidate(full, obs)
         np.testing.assert_array_equal(rows[name], full_rows[name])
     # With GAT the DRL agents see GAT embeddings; without, DRL-FGSO sees the raw state.
     np.testing.assert_array_equal(full_rows["drl"],
-                                  drl_gat.greedy_offload(st.drl, pl.view, pl.prices, S))
-    raw = abl.init(jax.random.key(0), S).drl
+                                  _drl_gat_greedy(st.drl, pl.view, pl.prices, U))
+    raw = abl_st.drl     # DRL-FGSO's agents (drl_checkpoint)
     assert not hasattr(raw, "gat")
-    q = qnet.apply_q(raw.q, device_features(pa.view, S, pa.prices))
+    q = _quick(lambda q, view, prices: qnet.apply_q(q, device_features(view, U, prices)))(
+        raw.q, pa.view, pa.prices)
     np.testing.assert_array_equal(rows["drl"], jnp.argmax(q, -1))
 
 
-def test_no_marl_fixes_prices_and_drops_the_marl_candidate(full, obs):
+def test_no_marl_fixes_prices_and_drops_the_marl_candidate(full, uobs):
     sched, st = full
-    pl, abl, pa = _ablate(full, obs, use_marl=False)
-    np.testing.assert_array_equal(pa.prices, fixed_prices(S))
-    assert not np.allclose(pl.prices, fixed_prices(S))
+    pl, abl, pa, _ = _ablate(full, uobs, use_marl=False)
+    np.testing.assert_array_equal(pa.prices, fixed_prices(U))
+    assert not np.allclose(pl.prices, fixed_prices(U))
     assert abl.candidate_names() == ("drl", "gat", "local")
     np.testing.assert_array_equal(pa.view.gain_observed, pl.view.gain_observed)
     rows, full_rows = _rows(abl, pa), _rows(sched, pl)
     np.testing.assert_array_equal(rows["gat"], full_rows["gat"])   # GAT does not see prices
     # The DRL agents respond to the fixed prices instead of the MARL leaders' prices.
     np.testing.assert_array_equal(rows["drl"],
-                                  drl_gat.greedy_offload(st.drl, pa.view, fixed_prices(S), S))
+                                  _drl_gat_greedy(st.drl, pa.view, fixed_prices(U), U))
 
 
-def test_no_drl_uses_the_heuristic_candidate(full, obs):
-    sched, st = full
-    pl, abl, pa = _ablate(full, obs, use_drl=False)
-    assert abl.candidate_names()[0] == "nearest" and abl.init(jax.random.key(0), S).drl is None
+def test_no_drl_uses_the_heuristic_candidate(full, uobs):
+    pl, abl, pa, abl_st = _ablate(full, uobs, use_drl=False)
+    assert abl.candidate_names()[0] == "nearest" and abl_st.drl is None
     np.testing.assert_array_equal(pa.candidates[0], jnp.argmax(pl.view.gain_observed, -1) + 1)
     np.testing.assert_array_equal(pa.candidates[1:], pl.candidates[1:])
     np.testing.assert_array_equal(pa.prices, pl.prices)
 
 
-def test_no_qio_picks_the_best_candidate(full, obs):
+def test_no_qio_picks_the_best_candidate(full, uobs):
+    obs = uobs
     sched, st = full
     pl = _pipe(sched, st, obs)
     abl = dataclasses.replace(sched, use_qio=False)
@@ -410,10 +466,13 @@ def test_no_qio_picks_the_best_candidate(full, obs):
 
 def test_unified_rollout_every_variant_is_valid():
     # The ablated variants here; the full model rolls out in test_paper_scale (N = 150, its
-    # shipped checkpoints) and its pipeline is checked step by step above.
-    for flags in ({"use_dt": False, "use_qio": False}, {"use_drl": False, "use_marl": False,
-                                                         "use_gat": False}):
-        out = rollout(small_unified(**flags), S, jax.random.key(5), 2, 2)
+    # shipped checkpoints) and its pipeline is checked step by step above. The first with
+    # the shipped modules in memory: the very program of the last rollouts of
+    # test_drl_gat_learner_feeds_frozen_gat_embeddings_to_the_dqn; the second untrained.
+    for flags, options, s in (({"use_dt": False, "use_qio": False}, SHIPPED, U),
+                              ({"use_drl": False, "use_marl": False, "use_gat": False}, {}, S)):
+        out = quick_rollout(in_memory(small_unified(**flags, **options)), s, jax.random.key(5), 2,
+                            2)
         assert all(np.isfinite(np.asarray(v)).all() for v in out.values()), flags
         assert float(np.max(out["invalid_decision"])) == 0.0
 
@@ -469,74 +528,86 @@ def test_variant_notes_use_paired_differences():
 
 # ------------------------------------------------------------------ checkpoints read once, as data
 
-def test_unified_reads_the_checkpoints_its_flags_need_once(full, twin_dir):
+def _assert_leaves_equal(a, b):
+    assert len(jax.tree.leaves(a)) == len(jax.tree.leaves(b)) > 0
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_unified_reads_the_checkpoints_its_flags_need_once(full):
     sched, st = full
     assert set(sched.modules) == {"drl", "gat", "marl", "twin"}
-    # Only the twin has weights (the other modules are untrained): they are the leaves.
-    trained = load_policy_checkpoint(twin_dir)[2]
-    for a, b in zip(jax.tree.leaves(sched), jax.tree.leaves(trained)):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(jax.tree.leaves(st.twin), jax.tree.leaves(trained)):
-        np.testing.assert_array_equal(a, b)
-    # An ablated module is dropped; one kept by replace is not read again.
+    # Each module holds the weights of its checkpoint, and together they are the leaves;
+    # init passes them on.
+    option = {"drl": "drl_gat_checkpoint", "gat": "gat_checkpoint", "marl": "marl_checkpoint",
+              "twin": "twin_checkpoint"}
+    trained = {role: load_policy_checkpoint(SHIPPED[option[role]])[2] for role in option}
+    for role in option:
+        _assert_leaves_equal(sched.modules[role], trained[role])
+        _assert_leaves_equal(getattr(st, role), trained[role])
+    _assert_leaves_equal(sched, [trained[role] for role in sorted(sched.modules)])
+    # An ablated module is dropped; one kept by replace is not read again (without GAT the
+    # DRL agents are DRL-FGSO's, read from drl_checkpoint).
     abl = dataclasses.replace(sched, use_dt=False, use_gat=False)
-    assert set(abl.modules) == {"drl", "marl"} and jax.tree.leaves(abl) == []
+    assert set(abl.modules) == {"drl", "marl"} and abl.modules["marl"] is sched.modules["marl"]
+    _assert_leaves_equal(abl, [load_policy_checkpoint(SHIPPED["drl_checkpoint"])[2],
+                               trained["marl"]])
     assert dataclasses.replace(sched, use_qio=False).modules["twin"] is sched.modules["twin"]
+    # Untrained modules have no weights: their policies come from the init key.
+    assert jax.tree.leaves(small_unified(use_dt=False)) == []
     # The twin is checked against the scenario at init, also inside the rollout.
     with pytest.raises(CheckpointMismatchError, match="fading_rho"):
-        rollout(sched, S.replace(fading_rho=0.5), jax.random.key(0), 1, 1)
+        rollout(sched, U.replace(fading_rho=0.5), jax.random.key(0), 1, 1)
 
 
 # ------------------------------------------------------------------ DRL agents on GAT embeddings
 
-@pytest.fixture(scope="module")
-def gat_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("unified") / "gat"
-    save_run(get_learner("gat_mec", n_envs=2), S, d, 2)
-    return d
-
-
-def test_drl_gat_learner_feeds_frozen_gat_embeddings_to_the_dqn(gat_dir, tmp_path):
-    learner = get_learner("drl_gat", n_envs=2, buffer_size=64, gat_checkpoint=str(gat_dir))
+def test_drl_gat_learner_feeds_frozen_gat_embeddings_to_the_dqn(tmp_path):
+    # The frozen GAT: the shipped GAT-MEC policy (its training is test_gat_mec's).
+    gat_dir = SHIPPED["gat_checkpoint"]
+    learner = get_learner("drl_gat", n_envs=2, buffer_size=64, gat_checkpoint=gat_dir)
     gat = load_policy_checkpoint(gat_dir)[2]
-    o, _ = env.reset(jax.random.key(0), S)
-    emb = gat_learner.device_embeddings(gat, o, S)
-    assert learner.feature_dim(S) == device_features(o, S).shape[1] + emb.shape[1]
-    feats = learner.bind(gat).features(o, fixed_prices(S), S)
+    o, _ = env.reset(jax.random.key(0), U)
+    emb = gat_learner.device_embeddings(gat, o, U)
+    assert learner.feature_dim(U) == device_features(o, U).shape[1] + emb.shape[1]
+    feats = learner.bind(gat).features(o, fixed_prices(U), U)
     np.testing.assert_array_equal(feats[:, -emb.shape[1]:], emb)
-    np.testing.assert_array_equal(feats[:, :-emb.shape[1]], device_features(o, S, fixed_prices(S)))
+    np.testing.assert_array_equal(feats[:, :-emb.shape[1]], device_features(o, U, fixed_prices(U)))
     with pytest.raises(TypeError, match="frozen GAT"):
-        learner.features(o, fixed_prices(S), S)
+        learner.features(o, fixed_prices(U), U)
     # The GAT is read on the host by init and is data of the train state.
-    state = learner.init(jax.random.key(1), S)
+    state = learner.init(jax.random.key(1), U)
     for a, b in zip(jax.tree.leaves(state.gat), jax.tree.leaves(gat)):
         np.testing.assert_array_equal(a, b)
-    assert jax.tree.structure(learner.state_shapes(S)) == jax.tree.structure(state)
-    state, metrics = train_chunk(learner, state, S, 3)
+    assert jax.tree.structure(learner.state_shapes(U)) == jax.tree.structure(state)
+    state, metrics = train_chunk(learner, state, U, 3)
     assert np.isfinite(np.asarray(metrics["loss"])).all() and int(state.drl.step) == 3
     policy = learner.policy(state)
     # The policy carries the frozen GAT unchanged: executing it needs nothing else.
     for a, b in zip(jax.tree.leaves(policy.gat), jax.tree.leaves(gat)):
         np.testing.assert_array_equal(a, b)
-    assert drl_gat.greedy_offload(policy, o, fixed_prices(S), S).shape == (8,)
+    assert _drl_gat_greedy(policy, o, fixed_prices(U), U).shape == (50,)
     # A GAT trained for another N is refused, naming the sizes.
-    with pytest.raises(CheckpointMismatchError, match="n_devices=8.*n_devices=9"):
-        learner.feature_dim(S.replace(n_devices=9))
-    with pytest.raises(CheckpointMismatchError, match="n_devices=8.*n_devices=9"):
-        learner.init(jax.random.key(1), S.replace(n_devices=9))
+    with pytest.raises(CheckpointMismatchError, match="n_devices=50.*n_devices=9"):
+        learner.feature_dim(U.replace(n_devices=9))
+    with pytest.raises(CheckpointMismatchError, match="n_devices=50.*n_devices=9"):
+        learner.init(jax.random.key(1), U.replace(n_devices=9))
     # A drl_gat run and its exported policy load and run in the unified scheduler.
     run_dir = tmp_path / "drl_gat"
-    ckpt.save(run_dir / "ckpt", 3, state, run_config(learner, S, 1, 3))
+    ckpt.save(run_dir / "ckpt", 3, state, run_config(learner, U, 1, 3))
     export_policy(run_dir, tmp_path / "exported")
     for d in (run_dir, tmp_path / "exported"):
         _, _, loaded, _ = load_policy_checkpoint(d)
         for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(policy)):
             np.testing.assert_array_equal(a, b)
-        sched = small_unified(drl_gat_checkpoint=str(d), use_dt=False, use_qio=False)
-        st = sched.init(jax.random.key(0), S)
+        sched = small_unified(**{**SHIPPED, "drl_gat_checkpoint": str(d)}, use_dt=False,
+                              use_qio=False)
+        st = sched.init(jax.random.key(0), U)
         for a, b in zip(jax.tree.leaves(st.drl), jax.tree.leaves(policy)):
             np.testing.assert_array_equal(a, b)
-        out = rollout(sched, S, jax.random.key(5), 2, 2)
+        # In memory (the weights kept, the paths cleared): the schedulers of both
+        # directories run in one compiled program, with the weights as data.
+        out = quick_rollout(in_memory(sched), U, jax.random.key(5), 2, 2)
         assert float(np.max(out["invalid_decision"])) == 0.0
     with pytest.raises(CheckpointMismatchError, match="method='drl_gat'.*'drl_fgso'"):
         small_unified(drl_checkpoint=str(run_dir), use_gat=False)

@@ -3,7 +3,11 @@
 Each file gives the learner (``method``), its hyper-parameters (``[hyper]``,
 empty = the learner's defaults), the number of ``updates``, the ``chunk``
 (updates per jitted call = checkpoint period) and the device counts ``sizes``
-whose checkpoints ship under ``results/checkpoints/<method>_N<n>/``. TOML is
+whose checkpoints ship under ``results/checkpoints/<method>_N<n>/``. The same
+recipes (updates, chunk, hyper-parameters) train the per-task checkpoints,
+:data:`TASK_SEEDS` seeds of every method on every task of :mod:`mecjax.tasks`
+at the task's N, under ``results/checkpoints/tasks/<task-id>/<method>_s<k>/``
+(:func:`task_shipped_dir`). TOML is
 read with the standard library (``tomllib``), so the recipes need no
 dependency, and a recipe is data a user can copy and edit.
 """
@@ -20,6 +24,8 @@ SHIPPED_ROOT = "results/checkpoints"
 SHIPPED_ORDER = ("drl_fgso", "gat_mec", "tsg_marl", "drl_gat", "twin")
 # Learners executed by a scheduler of the same name (the paper's learned methods).
 LEARNED_METHODS = ("drl_fgso", "gat_mec", "tsg_marl")
+# Training seeds 0 .. TASK_SEEDS-1 of every method shipped per task (trained at once, vmapped).
+TASK_SEEDS = 3
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,14 @@ class Recipe:
         if self.gat_checkpoint:
             return {**self.hyper,
                     "gat_checkpoint": self.gat_checkpoint.format(root=root, n=n_devices)}
+        return dict(self.hyper)
+
+    def hyper_for_task(self, task_id: str, root: str = SHIPPED_ROOT) -> dict:
+        """The learner's hyper-parameters for the shipped seeds of task ``task_id``;
+        drl_gat's ``gat_checkpoint`` is :func:`task_gat_template`, so seed k
+        trains on the GAT-MEC policy of seed k of the same task."""
+        if self.gat_checkpoint:
+            return {**self.hyper, "gat_checkpoint": task_gat_template(task_id, root)}
         return dict(self.hyper)
 
 
@@ -72,3 +86,17 @@ def shipped_dir(method: str, n_devices: int, root: str = SHIPPED_ROOT) -> str:
 def shipped_twin_dir(root: str = SHIPPED_ROOT) -> str:
     """The one shipped twin (trained at the twin recipe's single size)."""
     return shipped_dir("twin", load_recipe("twin").sizes[0], root)
+
+
+def task_shipped_dir(task_id: str, method: str, seed, root: str = SHIPPED_ROOT) -> str:
+    """Where seed ``seed`` of ``method`` trained on task ``task_id`` (the versioned
+    name, e.g. ``congested-v0``) ships, at the task's default N."""
+    return f"{root}/tasks/{task_id}/{method}_s{seed}"
+
+
+def task_gat_template(task_id: str, root: str = SHIPPED_ROOT) -> str:
+    """drl_gat's ``gat_checkpoint`` for task ``task_id``: the shipped GAT-MEC policy
+    of the seed being trained, ``{seed}`` standing for it
+    (:meth:`mecjax.learners.drl_gat.DRLGAT.for_seed`): seed k reads
+    ``task_shipped_dir(task_id, "gat_mec", k, root)``."""
+    return task_shipped_dir(task_id, "gat_mec", "{seed}", root)

@@ -7,6 +7,16 @@ train state holds everything (parameters, optimizer states, replay buffers,
 training instances, PRNG key), so a run interrupted and resumed from its
 last checkpoint ends bit-identical to an uninterrupted one.
 
+``--seeds K`` trains K independent seeds at once (PureJaxRL style): seed k
+is the run ``--seed SEED+k`` would be, the K train states are stacked on a
+leading axis and each chunk is one ``jit`` of ``vmap`` over the seeds
+(:func:`~mecjax.learners.base.train_chunk_seeds`). Its ``metrics.csv`` has
+the mean over the seeds of every metric (the columns of a single run) and
+one column per seed of the progress metric (``mean_cost_s0``, ...); its
+learning curve draws every seed and the mean. ``--task NAME`` trains on a
+task of :mod:`mecjax.tasks` (default ``paper``); the run config records the
+task's whole Scenario, so resuming on another task is refused.
+
 A run directory holds ``ckpt/`` (orbax), ``metrics.csv`` (one row per
 update) and ``learning_curve.png``. A run holds an exclusive lock on it
 (:class:`~mecjax.outputs.DirectoryLock`: a second writer is refused), checks
@@ -29,14 +39,16 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from mecjax.outputs import DirectoryLock, UserError, write_text_atomic
+from mecjax import tasks
+from mecjax.outputs import DirectoryLock, UserError, save_figure_atomic, write_text_atomic
 from mecjax.preflight import check_compiled
 from mecjax import checkpoint as ckpt
 from mecjax.cli import ArgumentParser, parse_sets, profiled, run_program
 from mecjax.config import Scenario
-from mecjax.learners.base import Learner, get_learner, train_chunk
+from mecjax.learners.base import (Learner, get_learner, init_seeds, seed_state,
+                                  seeds_state_shapes, train_chunk, train_chunk_seeds)
 from mecjax.learners.store import run_config
-from train.curves import write_learning_curve
+from train.curves import read_metrics, write_learning_curve
 
 
 class RunExistsError(UserError, FileExistsError):
@@ -138,22 +150,42 @@ def _set_aside(run_dir: Path, ckpt_dir: Path, after: int, log, name: str) -> Non
         log(f"[{name}] checkpoint of update {s} moved aside to {dest}")
 
 
-def preflight(learner: Learner, scenario: Scenario, n: int) -> None:
+def preflight(learner: Learner, scenario: Scenario, n: int, seeds: int = 1,
+              seed: int = 0):
     """Compile one chunk of ``n`` updates from the train state's shapes (nothing is
     allocated) and refuse, with one line, a run whose peak memory (train state in
     and out, replay buffers included, plus XLA's temporaries) does not fit here.
-    The compilation is cached, so the run itself does not compile again."""
-    shapes = learner.state_shapes(scenario)
-    compiled = train_chunk.lower(learner, shapes, scenario, n).compile()
-    check_compiled(compiled, f"training {learner.name} with N={scenario.n_devices} "
-                   f"(chunk of {n} updates)", "--n-devices, --set n_envs=..., --set "
-                   "buffer_size=... (replay buffers) or --chunk")
+    With ``seeds`` K > 1 it is the K-seed program (K stacked states, vmapped).
+    Returns the compiled chunk, ``compiled(state, scenario) -> (state, metrics)``,
+    which the run executes: calling the jitted function instead would compile
+    again whenever the state holds arrays read from a checkpoint (a resumed
+    run, drl_gat's GAT), whose placement makes another cache key."""
+    if seeds == 1:
+        compiled = train_chunk.lower(learner, learner.state_shapes(scenario), scenario,
+                                     n).compile()
+    else:
+        try:
+            shapes = seeds_state_shapes(learner, scenario, seed, seeds)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        compiled = train_chunk_seeds.lower(learner, shapes, scenario, n).compile()
+    check_compiled(compiled, f"training {learner.name} with N={scenario.n_devices}"
+                   + (f", {seeds} seeds" if seeds > 1 else "") + f" (chunk of {n} updates)",
+                   "--n-devices, --set n_envs=..., --set buffer_size=... (replay buffers), "
+                   "--chunk" + (" or --seeds" if seeds > 1 else ""))
+    return compiled
 
 
 def train(learner: Learner, scenario: Scenario, run_dir, *, total_updates: int, chunk: int = 100,
-          seed: int = 0, resume: bool | str = False, from_step: int | None = None,
-          keep: int = 3, stop_after: int | None = None, check_memory: bool = True, log=print):
+          seed: int = 0, seeds: int = 1, resume: bool | str = False,
+          from_step: int | None = None, keep: int = 3, stop_after: int | None = None,
+          check_memory: bool = True, log=print):
     """Train ``learner`` for ``total_updates`` updates; returns the final train state.
+
+    ``seeds``: K independent seeds ``seed .. seed + K - 1`` at once (one vmapped
+    chunk; seed k starts as a single run with ``seed + k`` would); the returned
+    and checkpointed state is then the K states stacked on a leading axis, and
+    the run config records ``"seeds": K``. K = 1 is an ordinary single run.
 
     ``resume``: True continues the run in ``run_dir`` from its latest checkpoint
     (refusing one made for another method, scenario or hyper-parameters, and a
@@ -171,6 +203,10 @@ def train(learner: Learner, scenario: Scenario, run_dir, *, total_updates: int, 
     """
     if total_updates < 1 or chunk < 1:
         raise ValueError(f"total_updates={total_updates} and chunk={chunk} must be >= 1")
+    if seeds < 1:
+        raise ValueError(f"seeds={seeds} must be >= 1")
+    if seeds == 1:  # a single run records the hyper-parameters its seed resolves to
+        learner = learner.for_seed(seed)
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} is a file, not a directory; choose another "
@@ -181,22 +217,25 @@ def train(learner: Learner, scenario: Scenario, run_dir, *, total_updates: int, 
     try:
         if run_dir.is_dir():   # refuse a second writer before compiling anything
             lock.acquire()
-        state, step, head, rows = _start(learner, scenario, run_dir, seed=seed, chunk=chunk,
-                                         resume=resume, from_step=from_step,
-                                         preflight_n=min(chunk, total_updates) if check_memory
-                                         else None, lock=lock, log=log)
-        return _run(learner, scenario, run_dir, state, step, head, rows, seed=seed, chunk=chunk,
-                    total_updates=total_updates, keep=keep, stop_after=stop_after, log=log)
+        started = _start(learner, scenario, run_dir, seed=seed, seeds=seeds,
+                         chunk=chunk, resume=resume, from_step=from_step,
+                         total_updates=total_updates, check_memory=check_memory, lock=lock,
+                         log=log)
+        state, step, head, rows, compiled = started
+        return _run(learner, scenario, run_dir, state, step, head, rows, seed=seed, seeds=seeds,
+                    chunk=chunk, total_updates=total_updates, keep=keep,
+                    stop_after=stop_after, compiled=compiled, log=log)
     finally:
         lock.release()
 
 
-def _start(learner, scenario, run_dir: Path, *, seed, chunk, resume, from_step, preflight_n,
-           lock, log):
-    """Checks, preflight, lock and restore: ``(state, step, metrics header, rows)``."""
+def _start(learner, scenario, run_dir: Path, *, seed, seeds, chunk, resume, from_step,
+           total_updates, check_memory, lock, log):
+    """Checks, preflight, lock and restore: ``(state, step, metrics header, rows,
+    compiled chunk of min(chunk, total_updates) updates or None)``."""
     ckpt_dir = run_dir / "ckpt"
     metrics_path = run_dir / "metrics.csv"
-    config = json.loads(json.dumps(run_config(learner, scenario, seed, chunk)))
+    config = json.loads(json.dumps(run_config(learner, scenario, seed, chunk, seeds)))
     steps = ckpt.all_steps(ckpt_dir)
     if resume is True and not steps:
         raise UserError(f"nothing to resume in {run_dir}: no checkpoint under {ckpt_dir} (check "
@@ -218,14 +257,17 @@ def _start(learner, scenario, run_dir: Path, *, seed, chunk, resume, from_step, 
             raise ckpt.CheckpointMismatchError(
                 f"{run_dir} holds a run with other settings ({'; '.join(diff)}); pass the same "
                 f"settings to resume it, or choose another --run-dir")
-    if preflight_n is not None:
-        preflight(learner, scenario, preflight_n)
+    # A finished run (rerun to export, say) compiles nothing: no chunk is left to run.
+    compiled = None
+    if check_memory and (want if steps else 0) < total_updates:
+        compiled = preflight(learner, scenario, min(chunk, total_updates), seeds, seed)
     lock.acquire()
     if ckpt.all_steps(ckpt_dir) != steps:
         raise UserError(f"{run_dir} changed while this run was starting; run it again")
-    state = learner.init(jax.random.key(seed), scenario)
+    state = (learner.init(jax.random.key(seed), scenario) if seeds == 1
+             else init_seeds(learner, scenario, seed, seeds))
     if not steps:
-        return state, 0, None, []
+        return state, 0, None, [], compiled
     try:
         state, _, step = ckpt.restore(ckpt_dir, state, step=want, expect=config)
     except ckpt.CheckpointCorruptError as err:
@@ -237,48 +279,117 @@ def _start(learner, scenario, run_dir: Path, *, seed, chunk, resume, from_step, 
     _set_aside(run_dir, ckpt_dir, step, log, learner.name)
     head, rows = _metrics_upto(metrics_path, step, log, learner.name)
     log(f"[{learner.name}] resumed from update {step}")
-    return state, step, head, rows
+    return state, step, head, rows, compiled
 
 
-def _run(learner, scenario, run_dir: Path, state, step, head, rows, *, seed, chunk,
-         total_updates, keep, stop_after, log):
+def seed_column(metric: str, k: int) -> str:
+    """The ``metrics.csv`` column of seed index ``k``'s ``metric`` in a K-seed run."""
+    return f"{metric}_s{k}"
+
+
+def _columns(names, progress: str, seeds: int) -> list[str]:
+    """The ``metrics.csv`` columns after ``update``: every metric (a K-seed run:
+    its mean over the seeds), then, for K > 1, the progress metric of each seed."""
+    return sorted(names) + ([seed_column(progress, k) for k in range(seeds)] if seeds > 1 else [])
+
+
+def _metric_table(metrics: dict, progress: str, seeds: int) -> tuple[list[str], np.ndarray]:
+    """``(columns, [n, columns] values)`` of one chunk's metrics (``{name: [n]}``,
+    or ``{name: [K, n]}`` for K > 1 seeds; :func:`_columns`)."""
+    names = sorted(metrics)
+    if seeds == 1:
+        cols = [np.asarray(metrics[k], np.float64) for k in names]
+    else:
+        cols = ([np.asarray(metrics[k], np.float64).mean(0) for k in names]
+                + list(np.asarray(metrics[progress], np.float64)))
+    return _columns(names, progress, seeds), np.stack(cols, -1)
+
+
+def _run(learner, scenario, run_dir: Path, state, step, head, rows, *, seed, seeds, chunk,
+         total_updates, keep, stop_after, compiled, log):
     ckpt_dir = run_dir / "ckpt"
     metrics_path = run_dir / "metrics.csv"
-    config = run_config(learner, scenario, seed, chunk)
+    config = run_config(learner, scenario, seed, chunk, seeds)
+    metric = learner.progress_metric
     if step > 0:
         if head is None:  # unreadable file: its header from the metrics' names (traced only)
-            names = sorted(jax.eval_shape(learner.update, state, scenario)[1])
-            head = ["update"] + names
+            one = state if seeds == 1 else jax.eval_shape(lambda s: seed_state(s, 0), state)
+            head = ["update"] + _columns(jax.eval_shape(learner.update, one, scenario)[1],
+                                         metric, seeds)
         _write_metrics(metrics_path, head, rows)
     t0, chunks, done = time.perf_counter(), 0, step
     while step < total_updates:
         n = min(chunk, total_updates - step)
-        state, metrics = train_chunk(learner, state, scenario, n)
+        if compiled is not None and n == min(chunk, total_updates):
+            state, metrics = compiled(state, scenario)     # preflight's program
+        elif seeds == 1:
+            state, metrics = train_chunk(learner, state, scenario, n)
+        else:
+            state, metrics = train_chunk_seeds(learner, state, scenario, n)
         metrics = jax.device_get(metrics)
-        names = sorted(metrics)
+        names, values = _metric_table(metrics, metric, seeds)
         if head != ["update"] + names:
             if rows:
                 log(f"[{learner.name}] metrics.csv had other columns {head}; rebuilding it")
             head, rows = ["update"] + names, []
-        values = np.stack([np.asarray(metrics[k], np.float64) for k in names], -1)
         rows += [[str(step + i + 1)] + [f"{v:.6g}" for v in row] for i, row in enumerate(values)]
         _write_metrics(metrics_path, head, rows)
         step += n
         ckpt.save(ckpt_dir, step, state, config, keep=keep)
-        metric = learner.progress_metric
-        value = float(np.mean(metrics[metric]))
+        value = np.asarray(metrics[metric], np.float64)
         label = "mean cost" if metric == "mean_cost" else metric
+        spread = ("" if seeds == 1 else "  (seeds " + ", ".join(
+            f"{v:.5f}" for v in value.mean(-1)) + ")")
         rate = (step - done) / max(time.perf_counter() - t0, 1e-9)
-        log(f"[{learner.name}] update {step}/{total_updates}  {label} {value:.5f}  "
+        log(f"[{learner.name}] update {step}/{total_updates}  {label} {value.mean():.5f}{spread}  "
             f"({time.perf_counter() - t0:.1f} s, {rate:.0f} updates/s)")
         chunks += 1
         if stop_after is not None and chunks >= stop_after and step < total_updates:
             log(f"[{learner.name}] stopped after {chunks} chunk(s) at update {step}")
             return state
     if metrics_path.exists():
-        write_learning_curve(run_dir, f"{learner.name}, N={scenario.n_devices}, "
-                             f"M={scenario.n_servers}", learner.progress_metric)
+        title = f"{learner.name}, N={scenario.n_devices}, M={scenario.n_servers}"
+        if seeds == 1:
+            write_learning_curve(run_dir, title, metric)
+        else:
+            write_seeds_learning_curve(run_dir, f"{title}, {seeds} seeds", metric, seeds)
     return state
+
+
+def write_seeds_learning_curve(run_dir, title: str, metric: str, seeds: int) -> Path:
+    """Plot a K-seed run's ``metric`` (``run_dir/metrics.csv``): each seed's running
+    mean (thin) and the running mean of the mean over seeds (thick), to
+    ``run_dir/learning_curve.png``, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    m = read_metrics(run_dir / "metrics.csv")
+    x = m["update"]
+    window = max(1, len(x) // 50)
+    smooth = lambda y: np.convolve(y, np.ones(window) / window, mode="valid")  # noqa: E731
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if len(x):  # a repaired, empty metrics.csv plots empty axes
+        for k in range(seeds):
+            ax.plot(x[window - 1:], smooth(m[seed_column(metric, k)]), lw=0.8, alpha=0.6,
+                    label=f"seed {k}")
+        ax.plot(x[window - 1:], smooth(m[metric]), color="black", lw=2,
+                label=f"mean of {seeds} seeds")
+    ax.set_xlabel("update (one slot on every training instance)")
+    ax.set_ylabel("mean weighted cost (eq. 3)" if metric == "mean_cost" else metric)
+    ax.set_title(f"{title} (running means over {window} updates)", fontsize=9)
+    ax.grid(alpha=0.3)
+    if len(x):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = run_dir / "learning_curve.png"
+    try:
+        save_figure_atomic(fig, out, dpi=110)
+    finally:
+        plt.close(fig)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -286,12 +397,19 @@ def build_parser() -> argparse.ArgumentParser:
                                  "with checkpoints and resume")
     tr.add_argument("method", help="drl_fgso, gat_mec, tsg_marl, twin (the DT forecaster) or "
                                    "drl_gat (DRL on GAT embeddings; --set gat_checkpoint=DIR)")
+    tr.add_argument("--task", default="paper",
+                    help="the task to train on (mecjax.tasks: " + ", ".join(tasks.names())
+                         + "; default paper)")
     tr.add_argument("--n-devices", type=int, default=50)
-    tr.add_argument("--n-servers", type=int, default=3)
+    tr.add_argument("--n-servers", type=int, help="override the task's M")
     tr.add_argument("--updates", type=int, default=2000, help="training updates (slots)")
     tr.add_argument("--chunk", type=int, default=100, help="updates per jitted chunk/checkpoint")
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--run-dir", help="default runs/METHOD_N<n>")
+    tr.add_argument("--seeds", type=int, default=1, metavar="K",
+                    help="train K independent seeds SEED..SEED+K-1 at once (vmapped); drl_gat "
+                         "reads seed k's GAT from gat_checkpoint with {seed} in it")
+    tr.add_argument("--run-dir", help="default runs/METHOD_N<n> (paper) or "
+                                      "runs/METHOD_<task-id>_N<n>")
     tr.add_argument("--resume", action="store_true",
                     help="continue the run in --run-dir from its latest checkpoint (an error if "
                          "there is none; a fresh run needs no flag)")
@@ -309,18 +427,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        task = tasks.spec(args.task)
+    except ValueError as err:
+        raise UserError(f"--task: {err}") from None
+    try:
         learner = get_learner(args.method, **parse_sets(args.set))
-        scenario = Scenario(n_devices=args.n_devices, n_servers=args.n_servers)
+        sizes = {"n_devices": args.n_devices}
+        if args.n_servers is not None:
+            sizes["n_servers"] = args.n_servers
+        scenario = tasks.make(task.id, **sizes)
         if args.updates < 1 or args.chunk < 1:
             raise ValueError(f"--updates {args.updates} and --chunk {args.chunk} must be >= 1")
+        if args.seeds < 1:
+            raise ValueError(f"--seeds {args.seeds} must be >= 1")
         if args.from_step is not None and not args.resume:
             raise ValueError(f"--from-step {args.from_step} needs --resume")
     except ValueError as err:
         raise UserError(str(err)) from None
-    run_dir = args.run_dir or f"runs/{args.method}_N{args.n_devices}"
+    where = "" if task.name == "paper" else f"_{task.id}"
+    run_dir = args.run_dir or f"runs/{args.method}{where}_N{args.n_devices}"
     with profiled(args.profile):
         train(learner, scenario, run_dir, total_updates=args.updates, chunk=args.chunk,
-              seed=args.seed, resume=args.resume, from_step=args.from_step)
+              seed=args.seed, seeds=args.seeds, resume=args.resume, from_step=args.from_step)
     print(f"run directory: {run_dir} (ckpt/, metrics.csv, learning_curve.png)")
     return 0
 

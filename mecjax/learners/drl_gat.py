@@ -10,7 +10,10 @@ embedding from a trained GAT-MEC network's encoder
 The GAT is frozen: it was trained by GAT-MEC's own objective and is read
 from ``gat_checkpoint`` (a GAT-MEC run or exported policy for the same N and
 M; "" = an untrained GAT, for tests) by :meth:`DRLGAT.init`, on the host,
-once. From there it is data: a field of the train state
+once. ``{seed}`` in ``gat_checkpoint`` stands for the training seed
+(:meth:`DRLGAT.for_seed`): seed k of a multi-seed run (``mecjax train drl_gat
+--seeds K``) reads the GAT-MEC policy of seed k, so each seed is one seed's
+whole pipeline. From there it is data: a field of the train state
 (:class:`DRLGATTrainState`), so the jitted updates take it as an argument,
 a resumed run continues with the very GAT it started with, and the exported
 policy (:class:`DRLGATPolicy`) carries it, so executing the policy needs
@@ -37,6 +40,9 @@ from mecjax.learners.drl_fgso import DRLFGSO, DRLTrainState
 from mecjax.learners.store import load_policy, trained_shapes
 from mecjax.nets import qnet
 from mecjax.nets.gat import GATMECNet
+
+#: In ``gat_checkpoint``, stands for the training seed (:meth:`DRLGAT.for_seed`).
+SEED_PLACEHOLDER = "{seed}"
 
 
 @struct.dataclass
@@ -97,11 +103,27 @@ class DRLGAT(DRLFGSO):
     gat_checkpoint: str = ""
 
     # -- the frozen GAT ------------------------------------------------------
+    def for_seed(self, seed: int) -> "DRLGAT":
+        """With ``{seed}`` in ``gat_checkpoint``: this learner on the GAT of
+        training seed ``seed`` (the placeholder replaced by the number); else
+        this learner. Only :meth:`init` and the shapes read the checkpoint, so
+        every seed shares ``update`` and ``policy``."""
+        if SEED_PLACEHOLDER in self.gat_checkpoint:
+            return dataclasses.replace(
+                self, gat_checkpoint=self.gat_checkpoint.replace(SEED_PLACEHOLDER, str(seed)))
+        return self
+
+    def _check_resolved(self) -> None:
+        if SEED_PLACEHOLDER in self.gat_checkpoint:
+            raise ValueError(f"gat_checkpoint={self.gat_checkpoint!r} names a GAT per seed; "
+                             f"read it through learner.for_seed(seed)")
+
     def load_gat(self, params) -> Any:
         """The frozen GAT, read now on the host from ``gat_checkpoint`` (checked:
         a ``gat_mec`` checkpoint for the same N and M, else
         :class:`~mecjax.checkpoint.CheckpointMismatchError`), or
         :func:`untrained_gat`."""
+        self._check_resolved()
         if self.gat_checkpoint:
             return load_policy(self.gat_checkpoint, "gat_mec", params.n_devices, params.n_servers)
         return untrained_gat(params)
@@ -109,6 +131,7 @@ class DRLGAT(DRLFGSO):
     def gat_shapes(self, params) -> Any:
         """:meth:`load_gat`'s structure, ``jax.ShapeDtypeStruct`` leaves (reads
         the checkpoint's config only)."""
+        self._check_resolved()
         if self.gat_checkpoint:
             trained = trained_shapes(self.gat_checkpoint, "gat_mec")
             trained.check_sizes(params)
@@ -155,5 +178,5 @@ def _init_with_gat(learner: DRLGAT, key, params, gat) -> DRLGATTrainState:
     return DRLGATTrainState(drl=learner.bind(gat)._init(key, params), gat=gat)
 
 
-__all__ = ["DRLGAT", "DRLGATPolicy", "DRLGATTrainState", "greedy_offload", "policy_features",
-           "untrained_gat"]
+__all__ = ["DRLGAT", "DRLGATPolicy", "DRLGATTrainState", "SEED_PLACEHOLDER", "greedy_offload",
+           "policy_features", "untrained_gat"]

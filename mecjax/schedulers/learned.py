@@ -16,6 +16,12 @@ from its key.
 Built once, a scheduler keeps its weights: ``dataclasses.replace`` with the
 same ``checkpoint`` reuses them, with another one reads that one. Build it
 again to pick up a checkpoint retrained since.
+
+The checkpoint's path is static (it names where the weights came from), so two
+schedulers that differ only by the checkpoint they were read from (e.g. the
+policies of three training seeds) are different jit programs. :func:`in_memory`
+drops the path and keeps the weights: such schedulers then share one compiled
+program, each with its own weights as data.
 """
 
 from __future__ import annotations
@@ -78,5 +84,27 @@ class LearnedScheduler(Scheduler):
     def init(self, key, params):
         return self.policy(jax.random.fold_in(key, 0), params)
 
+    def in_memory(self) -> "LearnedScheduler":
+        """This scheduler with its weights kept and the path they were read from
+        cleared (see :func:`in_memory`)."""
+        trained = self.trained
+        if trained is not None and trained.checkpoint:
+            trained = dataclasses.replace(trained, checkpoint="")
+        return dataclasses.replace(self, checkpoint="", trained=trained)
 
-__all__ = ["LearnedScheduler", "trained_for"]
+
+def in_memory(scheduler: Scheduler) -> Scheduler:
+    """``scheduler`` with every checkpoint path cleared and the weights read from them
+    kept: it acts exactly as before, but its static part (the jit cache key) no longer
+    names where its weights came from, so schedulers that differ only by that (the same
+    method trained with other seeds) run in one compiled program. A scheduler with
+    learned parts defines ``in_memory()`` (:class:`LearnedScheduler`, the unified
+    scheduler); any other is returned unchanged.
+
+    Check the weights against the scenario before (``check_trained``): a mismatch found
+    afterwards cannot name the checkpoint any more."""
+    method = getattr(scheduler, "in_memory", None)
+    return method() if callable(method) else scheduler
+
+
+__all__ = ["LearnedScheduler", "in_memory", "trained_for"]

@@ -163,6 +163,15 @@ class Unified(Scheduler):
             specs["twin"] = (DTMEC, self.twin_checkpoint)
         return specs
 
+    def in_memory(self) -> "Unified":
+        """This scheduler with its modules' weights kept and every checkpoint path
+        cleared (:func:`mecjax.schedulers.learned.in_memory`): schedulers built from
+        other seeds' checkpoints then share one compiled program."""
+        return dataclasses.replace(
+            self, drl_gat_checkpoint="", drl_checkpoint="", gat_checkpoint="",
+            marl_checkpoint="", twin_checkpoint="",
+            modules={role: m.in_memory() for role, m in self.modules.items()})
+
     # -- what runs --------------------------------------------------------
     def candidate_names(self) -> tuple[str, ...]:
         """Names of the rows of ``Pipeline.candidates``."""
