@@ -43,6 +43,7 @@ import math
 import multiprocessing
 import os
 import platform
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -51,18 +52,18 @@ import jax
 import numpy as np
 
 from mecjax import __version__
+from mecjax import checkpoint as ckpt
 from mecjax import preflight
 from mecjax import tasks as task_registry
-from mecjax.cli import ArgumentParser, enable_compilation_cache, int_list, run_program
-from mecjax import checkpoint as ckpt
 from mecjax.checkpoint import CheckpointMismatchError
+from mecjax.cli import ArgumentParser, enable_compilation_cache, run_program
 from mecjax.config import Scenario, as_params
 from mecjax.learners import twin
 from mecjax.learners.store import SIZE_FIELDS
 from mecjax.outputs import (UserError, check_output_dir, dumps_strict, lock_output_dir,
                             write_files_atomic)
 from mecjax.rollout import compile_rollout, rollout
-from mecjax.schedulers import available, make, scheduler_class
+from mecjax.schedulers import make, scheduler_class
 from mecjax.schedulers.learned import LearnedScheduler, in_memory
 from mecjax.stats import (iqm, probability_of_improvement_ci, ratio_of_means_ci,
                           stratified_bootstrap_ci)
@@ -448,22 +449,25 @@ def run_pending(groups: list[list[Cell]], settings: Settings, workers: int, log=
                 log(_cell_line(k, total, cell, result))
         return done
     order = sorted(groups, key=lambda g: -_cost(g, settings))
-    with concurrent.futures.ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(jax.config.jax_compilation_cache_dir,)) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker, initargs=(jax.config.jax_compilation_cache_dir,))
+    try:
         futures = {pool.submit(run_group, group, settings): group for group in order}
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                for cell, result in zip(futures[future], future.result()):
-                    k += 1
-                    done[cell.path] = result
-                    log(_cell_line(k, total, cell, result))
-        except BaseException:
-            # Stop at the first failure (or an interrupt): the groups not started are
-            # dropped; the cells finished so far are saved, for the next run.
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        for future in concurrent.futures.as_completed(futures):
+            for cell, result in zip(futures[future], future.result()):
+                k += 1
+                done[cell.path] = result
+                log(_cell_line(k, total, cell, result))
+    except BaseException:
+        # Stop now, at a failure or an interrupt: the cells finished so far are saved for
+        # the next run. The workers are ended here: a worker turns an interrupt into its
+        # job's result and would wait for more work, and shutdown would wait for it.
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return done
 
 
@@ -914,7 +918,9 @@ def render_heatmap(record: dict) -> bytes:
             r = _row(record, tasks[j], methods[i])
             hs = r["headroom_share"] if r else None
             text = "-" if hs is None else f"{hs['mean']:.2f}\n[{hs['low']:.2f}, {hs['high']:.2f}]"
-            ax.text(j, i, text, ha="center", va="center", fontsize=6.5)
+            dark = hs is not None and not -0.5 <= hs["mean"] <= 1.1   # the colour map's ends
+            ax.text(j, i, text, ha="center", va="center", fontsize=6.5,
+                    color="white" if dark else "black")
     ax.set_xticks(range(len(tasks)), tasks, rotation=25, ha="right", fontsize=8)
     ax.set_yticks(range(len(methods)), [METHODS[m] for m in methods], fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.03, label="headroom share (1 = cooperative reference)")
@@ -1006,7 +1012,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
     enable_compilation_cache()
-    leaderboard(settings, out_dir=args.out, cells_dir=args.cells, root=args.root)
+    try:
+        leaderboard(settings, out_dir=args.out, cells_dir=args.cells, root=args.root)
+    except KeyboardInterrupt:
+        cells = args.cells or Path(args.out) / "leaderboard_cells"
+        print(f"mecjax leaderboard: interrupted; the finished cells are kept under {cells}: "
+              f"the same command resumes", file=sys.stderr)
+        return 130
     return 0
 
 

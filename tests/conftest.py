@@ -19,7 +19,9 @@ from mecjax.rollout import rollout_instance  # noqa: E402
 # XLA options for programs a test compiles itself (``jax.jit(f, compiler_options=...)``):
 # the same optimised HLO, lowered to machine code with little LLVM optimisation, which
 # halves the compile time (most of the suite's time) of a program that then runs for
-# milliseconds (the IPPO smoke test passes the same options to its training chunk).
+# milliseconds (the IPPO smoke test passes the same options to its training chunk). Its
+# floats may differ in the last bits from a default compile's (e.g. a fused multiply-add
+# or not): compare them with those of a default program with a tolerance, not exactly.
 QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 

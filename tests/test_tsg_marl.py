@@ -171,8 +171,7 @@ def test_features_and_shared_actors_match_their_definitions(learner):
     # The untrained scheduler policy is the learner's policy(init(key)) (the default
     # learner: its init is the one the training run compiled).
     key = jax.random.key(10)
-    _assert_trees_equal(_quick(default.init_policy, static_argnums=1)(key, S),
-                        default.policy(default.init(key, S)))
+    _assert_trees_equal(default.init_policy(key, S), default.policy(default.init(key, S)))
 
 
 def test_one_update_stores_transitions_and_soft_updates_the_targets(learner):

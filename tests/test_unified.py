@@ -568,11 +568,17 @@ def test_drl_gat_learner_feeds_frozen_gat_embeddings_to_the_dqn(tmp_path):
     learner = get_learner("drl_gat", n_envs=2, buffer_size=64, gat_checkpoint=gat_dir)
     gat = load_policy_checkpoint(gat_dir)[2]
     o, _ = env.reset(jax.random.key(0), U)
-    emb = gat_learner.device_embeddings(gat, o, U)
-    assert learner.feature_dim(U) == device_features(o, U).shape[1] + emb.shape[1]
-    feats = learner.bind(gat).features(o, fixed_prices(U), U)
+
+    @_quick   # one program (eagerly, each operation would compile on its own)
+    def pieces(gat, o):
+        return (gat_learner.device_embeddings(gat, o, U),
+                learner.bind(gat).features(o, fixed_prices(U), U),
+                device_features(o, U, fixed_prices(U)))
+
+    emb, feats, raw = pieces(gat, o)
+    assert learner.feature_dim(U) == raw.shape[1] + emb.shape[1]
     np.testing.assert_array_equal(feats[:, -emb.shape[1]:], emb)
-    np.testing.assert_array_equal(feats[:, :-emb.shape[1]], device_features(o, U, fixed_prices(U)))
+    np.testing.assert_array_equal(feats[:, :-emb.shape[1]], raw)
     with pytest.raises(TypeError, match="frozen GAT"):
         learner.features(o, fixed_prices(U), U)
     # The GAT is read on the host by init and is data of the train state.
