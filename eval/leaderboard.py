@@ -45,7 +45,6 @@ import os
 import platform
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import jax
@@ -56,7 +55,8 @@ from mecjax import checkpoint as ckpt
 from mecjax import preflight
 from mecjax import tasks as task_registry
 from mecjax.checkpoint import CheckpointMismatchError
-from mecjax.cli import ArgumentParser, enable_compilation_cache, run_program
+from mecjax.cli import (ArgumentParser, enable_compilation_cache, run_program,
+                        settings_profile)
 from mecjax.config import Scenario, as_params
 from mecjax.learners import twin
 from mecjax.learners.store import SIZE_FIELDS
@@ -159,18 +159,7 @@ class Settings:
     @classmethod
     def from_config(cls, profile: str = "default", path: Path = CONFIG) -> "Settings":
         """The ``[profile]`` section of ``eval/configs/leaderboard.toml``."""
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-        if profile not in raw:
-            raise ValueError(f"{path} has no [{profile}] section")
-        section = dict(raw[profile])
-        unknown = set(section) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"{path} [{profile}]: unknown field(s) {sorted(unknown)}")
-        for name in ("train_seeds", "horizons", "tasks", "methods"):
-            if isinstance(section.get(name), list):
-                section[name] = tuple(section[name])
-        return cls(**section)
+        return cls(**settings_profile(cls, path, profile))
 
     def task_ids(self) -> list[str]:
         return list(self.tasks) if self.tasks is not None else task_registry.names()

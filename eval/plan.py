@@ -4,11 +4,11 @@ shipped checkpoints each needs."""
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from pathlib import Path
 
 from mecjax import __version__
 from mecjax import checkpoint as ckpt
+from mecjax.cli import settings_profile
 from mecjax.schedulers import available
 from eval import paper
 from eval.cells import digest
@@ -31,18 +31,7 @@ class Settings:
     @classmethod
     def from_config(cls, profile: str = "default", path: Path = CONFIG) -> "Settings":
         """The ``[profile]`` section of ``eval/configs/reproduce.toml`` ("default" or "full")."""
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-        if profile not in raw:
-            raise ValueError(f"{path} has no [{profile}] section")
-        section = dict(raw[profile])
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(section) - fields
-        if unknown:
-            raise ValueError(f"{path} [{profile}]: unknown field(s) {sorted(unknown)}")
-        if "sizes" in section:
-            section["sizes"] = tuple(section["sizes"])
-        return cls(**section)
+        return cls(**settings_profile(cls, path, profile))
 
     @classmethod
     def full(cls) -> "Settings":

@@ -120,6 +120,24 @@ def read_toml(path, flag: str = "--config") -> dict:
         raise UserError(f"{flag} {path}: not valid TOML ({err})") from None
 
 
+def settings_profile(cls, path, profile: str) -> dict:
+    """The ``[profile]`` section of the TOML settings file ``path`` as keyword arguments of
+    the dataclass ``cls`` (lists become tuples: settings are frozen and hashable); a
+    missing section or a field ``cls`` lacks is a ``ValueError`` naming the file."""
+    import dataclasses
+    import tomllib
+
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    if profile not in raw:
+        raise ValueError(f"{path} has no [{profile}] section")
+    section = dict(raw[profile])
+    unknown = set(section) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"{path} [{profile}]: unknown field(s) {sorted(unknown)}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
+
+
 def enable_compilation_cache(path: str | None = None) -> None:
     """Persist XLA compilations across runs (a warm cache cut a small test suite from 16 s to
     2.5 s on this project's 2-core machines)."""

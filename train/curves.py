@@ -19,9 +19,16 @@ def read_metrics(path) -> dict[str, np.ndarray]:
     return {k: body[:, i] for i, k in enumerate(head)}
 
 
-def write_learning_curve(run_dir, title: str, metric: str = "mean_cost") -> Path:
-    """Plot ``metric`` of ``run_dir/metrics.csv`` (per update and running mean) to
-    ``run_dir/learning_curve.png``, written atomically."""
+def seed_column(metric: str, k: int) -> str:
+    """The ``metrics.csv`` column of seed index ``k``'s ``metric`` in a K-seed run."""
+    return f"{metric}_s{k}"
+
+
+def write_learning_curve(run_dir, title: str, metric: str = "mean_cost", seeds: int = 1) -> Path:
+    """Plot ``metric`` of ``run_dir/metrics.csv`` to ``run_dir/learning_curve.png``,
+    written atomically: per update and its running mean for one seed; for a K-seed run
+    each seed's running mean (thin, column :func:`seed_column`) and the running mean of
+    the mean over seeds (thick)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,17 +38,25 @@ def write_learning_curve(run_dir, title: str, metric: str = "mean_cost") -> Path
     m = read_metrics(run_dir / "metrics.csv")
     x, y = m["update"], m[metric]
     window = max(1, len(y) // 50)
+    smooth = lambda v: np.convolve(v, np.ones(window) / window, mode="valid")  # noqa: E731
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if len(y):  # a repaired, empty metrics.csv plots empty axes
-        smooth = np.convolve(y, np.ones(window) / window, mode="valid")
-        ax.plot(x, y, alpha=0.3, label="per update")
-        ax.plot(x[window - 1:], smooth, label=f"running mean ({window})")
+        if seeds == 1:
+            ax.plot(x, y, alpha=0.3, label="per update")
+            ax.plot(x[window - 1:], smooth(y), label=f"running mean ({window})")
+        else:
+            for k in range(seeds):
+                ax.plot(x[window - 1:], smooth(m[seed_column(metric, k)]), lw=0.8, alpha=0.6,
+                        label=f"seed {k}")
+            ax.plot(x[window - 1:], smooth(y), color="black", lw=2,
+                    label=f"mean of {seeds} seeds")
     ax.set_xlabel("update (one slot on every training instance)")
     ax.set_ylabel("mean weighted cost (eq. 3)" if metric == "mean_cost" else metric)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title if seeds == 1 else f"{title} (running means over {window} updates)",
+                 fontsize=9)
     ax.grid(alpha=0.3)
     if len(y):
-        ax.legend()
+        ax.legend(fontsize=None if seeds == 1 else 7)
     fig.tight_layout()
     out = run_dir / "learning_curve.png"
     try:

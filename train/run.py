@@ -40,7 +40,7 @@ import jax
 import numpy as np
 
 from mecjax import tasks
-from mecjax.outputs import DirectoryLock, UserError, save_figure_atomic, write_text_atomic
+from mecjax.outputs import DirectoryLock, UserError, write_text_atomic
 from mecjax.preflight import check_compiled
 from mecjax import checkpoint as ckpt
 from mecjax.cli import ArgumentParser, parse_sets, profiled, run_program
@@ -48,7 +48,7 @@ from mecjax.config import Scenario
 from mecjax.learners.base import (Learner, get_learner, init_seeds, seed_state,
                                   seeds_state_shapes, train_chunk, train_chunk_seeds)
 from mecjax.learners.store import run_config
-from train.curves import read_metrics, write_learning_curve
+from train.curves import seed_column, write_learning_curve
 
 
 class RunExistsError(UserError, FileExistsError):
@@ -282,11 +282,6 @@ def _start(learner, scenario, run_dir: Path, *, seed, seeds, chunk, resume, from
     return state, step, head, rows, compiled
 
 
-def seed_column(metric: str, k: int) -> str:
-    """The ``metrics.csv`` column of seed index ``k``'s ``metric`` in a K-seed run."""
-    return f"{metric}_s{k}"
-
-
 def _columns(names, progress: str, seeds: int) -> list[str]:
     """The ``metrics.csv`` columns after ``update``: every metric (a K-seed run:
     its mean over the seeds), then, for K > 1, the progress metric of each seed."""
@@ -349,47 +344,9 @@ def _run(learner, scenario, run_dir: Path, state, step, head, rows, *, seed, see
             return state
     if metrics_path.exists():
         title = f"{learner.name}, N={scenario.n_devices}, M={scenario.n_servers}"
-        if seeds == 1:
-            write_learning_curve(run_dir, title, metric)
-        else:
-            write_seeds_learning_curve(run_dir, f"{title}, {seeds} seeds", metric, seeds)
+        write_learning_curve(run_dir, title if seeds == 1 else f"{title}, {seeds} seeds", metric,
+                             seeds)
     return state
-
-
-def write_seeds_learning_curve(run_dir, title: str, metric: str, seeds: int) -> Path:
-    """Plot a K-seed run's ``metric`` (``run_dir/metrics.csv``): each seed's running
-    mean (thin) and the running mean of the mean over seeds (thick), to
-    ``run_dir/learning_curve.png``, written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    run_dir = Path(run_dir)
-    m = read_metrics(run_dir / "metrics.csv")
-    x = m["update"]
-    window = max(1, len(x) // 50)
-    smooth = lambda y: np.convolve(y, np.ones(window) / window, mode="valid")  # noqa: E731
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    if len(x):  # a repaired, empty metrics.csv plots empty axes
-        for k in range(seeds):
-            ax.plot(x[window - 1:], smooth(m[seed_column(metric, k)]), lw=0.8, alpha=0.6,
-                    label=f"seed {k}")
-        ax.plot(x[window - 1:], smooth(m[metric]), color="black", lw=2,
-                label=f"mean of {seeds} seeds")
-    ax.set_xlabel("update (one slot on every training instance)")
-    ax.set_ylabel("mean weighted cost (eq. 3)" if metric == "mean_cost" else metric)
-    ax.set_title(f"{title} (running means over {window} updates)", fontsize=9)
-    ax.grid(alpha=0.3)
-    if len(x):
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = run_dir / "learning_curve.png"
-    try:
-        save_figure_atomic(fig, out, dpi=110)
-    finally:
-        plt.close(fig)
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
