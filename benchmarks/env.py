@@ -4,7 +4,10 @@ Timing discipline: every JAX function is compiled and run once before it is
 timed; every timed call ends in ``block_until_ready``; the best of ``repeats``
 timed runs is reported (the minimum is the least noisy estimate of the cost).
 NumPy runs the same model, vectorized over instances, in float32 (the JAX
-precision) from its own ``Generator`` draws.
+precision) from its own ``Generator`` draws. With the optional ``bench`` extra,
+hand-fused parallel Numba kernels (:mod:`benchmarks.numba_kernels`) run the same
+evaluation and step too, after their outputs were checked against mecjax's in the
+same run (``numba_max_rel_diff``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 
 from mecjax import env
 from mecjax.config import Scenario
+from mecjax.env.env import step_noise, transition
 from mecjax.env import numpy_model as nm
 from benchmarks.common import (best_time, machine_description, machine_line, markdown_table,
                                write_record)
@@ -73,14 +77,74 @@ def _jax_evaluate_many(states, offsets, s: Scenario, repeats: int):
     return acc
 
 
+def _numba():
+    """The Numba kernels module, or None when the optional bench extra is not installed."""
+    try:
+        from benchmarks import numba_kernels
+    except ImportError:
+        return None
+    return numba_kernels
+
+
+def _as_numpy_state(states) -> dict:
+    """A batched :class:`~mecjax.env.EnvState` as the NumPy model's dict of arrays."""
+    return {k: np.asarray(v) for k, v in vars(states).items()}
+
+
+def numba_agreement(nk, states, offsets, s: Scenario) -> float:
+    """Largest relative difference (scaled by each field's largest magnitude, so values
+    crossing zero are not amplified) between the Numba kernels and mecjax on the same
+    input: ``evaluate`` of the decision ``offsets`` and one ``step`` given mecjax's own
+    uniforms of that slot. The executed offloads must be equal, else ``AssertionError``."""
+    c = nk.constants(s)
+    batch = offsets.shape[0]
+    prices = jnp.full((batch, s.n_servers), s.price_init, jnp.float32)
+    dec = env.Decision(jnp.asarray(offsets, jnp.int32), prices)
+    ours = jax.vmap(env.evaluate, (0, 0, None))(states, dec, s)
+    state_np = nk.as_float32_state(_as_numpy_state(states))
+    theirs = nk.evaluate(state_np, np.asarray(offsets), np.asarray(prices), c)
+    assert np.array_equal(np.asarray(ours.offload), theirs["offload"]), "executed offloads differ"
+
+    def rel(a, b):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
+
+    worst = max(rel(getattr(ours, k), theirs[k]) for k in ("latency", "energy", "payment",
+                                                           "cost", "rate"))
+    keys = jax.random.split(jax.random.key(1), batch)
+    noise = jax.vmap(step_noise, (0, None))(keys, s)
+    _, nxt, _, _, info = jax.vmap(transition, (0, 0, 0, None))(states, dec, noise, s)
+    cost = nk.step_given_noise(state_np, np.asarray(offsets), np.asarray(prices),
+                               {k: np.asarray(v) for k, v in noise.items()}, c)
+    worst = max(worst, rel(info["cost"], cost))
+    for field in ("task_bits", "task_cycles", "fading_re", "fading_im", "gain",
+                  "gain_observed", "battery", "backlog", "burst", "task_deadline"):
+        worst = max(worst, rel(getattr(nxt, field), state_np[field]))
+    assert np.array_equal(np.asarray(nxt.t), state_np["t"]), "slot indices differ"
+    return worst
+
+
+def evaluate_rate(n: int, batch: int, repeats: int = 3, eval_repeats: int = 8) -> float:
+    """Device-evaluations/s of ``jit(vmap(mecjax.env.evaluate))`` at N = ``n`` on ``batch``
+    reset instances (the evaluate column of :func:`bench_env_row`)."""
+    s = Scenario(n_devices=n)
+    states = jax_reset(jax.random.split(jax.random.key(0), batch), s)
+    offsets = jnp.asarray(np.random.default_rng(0).integers(0, s.n_servers + 1, (batch, n)))
+    run = lambda: jax.block_until_ready(_jax_evaluate_many(states, offsets, s, eval_repeats))  # noqa: E731
+    run()
+    return n * batch * eval_repeats / best_time(run, repeats)
+
+
 def _slots_for(n: int, batch: int, budget: float, min_slots: int = 3, max_slots: int = 200) -> int:
     return int(np.clip(budget // (n * batch), min_slots, max_slots))
 
 
 def bench_env_row(n: int, batch: int, budget: float = 4e6, repeats: int = 3,
-                  numpy_max_devices: float = 5e7, eval_repeats: int = 8,
+                  numpy_max_devices: float = 5e7, eval_repeats: int = 8, numba: bool = True,
                   log=print) -> dict:
-    """One (N, B) cell: step and evaluate throughput for JAX and NumPy."""
+    """One (N, B) cell: step and evaluate throughput for JAX and NumPy, and for the Numba
+    kernels when ``numba`` and the bench extra is installed (their columns None
+    otherwise)."""
     s = Scenario(n_devices=n)
     slots = _slots_for(n, batch, budget)
     keys = jax.random.split(jax.random.key(0), batch)
@@ -130,10 +194,40 @@ def bench_env_row(n: int, batch: int, budget: float = 4e6, repeats: int = 3,
     row["numpy_eval_dev_per_s"] = n * batch * np_eval_repeats / t_np_eval
     row["step_speedup"] = row["jax_step_dev_per_s"] / row["numpy_step_dev_per_s"]
     row["eval_speedup"] = row["jax_eval_dev_per_s"] / row["numpy_eval_dev_per_s"]
-    log(f"  N={n:5d} B={batch:5d}  step: jax {row['jax_step_dev_per_s']:.3g}/s numpy "
-        f"{row['numpy_step_dev_per_s']:.3g}/s (x{row['step_speedup']:.1f})   evaluate: jax "
-        f"{row['jax_eval_dev_per_s']:.3g}/s numpy {row['numpy_eval_dev_per_s']:.3g}/s "
-        f"(x{row['eval_speedup']:.1f})")
+    line = (f"  N={n:5d} B={batch:5d}  step: jax {row['jax_step_dev_per_s']:.3g}/s numpy "
+            f"{row['numpy_step_dev_per_s']:.3g}/s (x{row['step_speedup']:.1f})   evaluate: jax "
+            f"{row['jax_eval_dev_per_s']:.3g}/s numpy {row['numpy_eval_dev_per_s']:.3g}/s "
+            f"(x{row['eval_speedup']:.1f})")
+    nk = _numba() if numba else None
+    for key in ("numba_step_dev_per_s", "numba_eval_dev_per_s", "step_vs_numba",
+                "eval_vs_numba", "numba_max_rel_diff"):
+        row[key] = None
+    if nk is not None:
+        # The same decisions and slots as the JAX runs, from a float32 copy of the JAX
+        # states (the kernels change a state in place: each timed run starts afresh).
+        row["numba_max_rel_diff"] = numba_agreement(nk, states, offsets, s)
+        base = nk.as_float32_state(_as_numpy_state(states))
+        c = nk.constants(s)
+        prices = np.full((batch, s.n_servers), s.price_init, np.float32)
+
+        def numba_eval():
+            for r in range(eval_repeats):
+                nk.evaluate(base, (off_np + r) % (s.n_servers + 1), prices, c)
+
+        numba_eval()
+        t_nb_eval = best_time(numba_eval, repeats)
+        fresh = [nk.as_float32_state(base) for _ in range(repeats + 1)]
+        nk.rollout(fresh[0], s, slots)   # compile + warm-up
+        t_nb = best_time(lambda: nk.rollout(fresh.pop(), s, slots), repeats)
+        row["numba_step_dev_per_s"] = n * batch * slots / t_nb
+        row["numba_eval_dev_per_s"] = n * batch * eval_repeats / t_nb_eval
+        row["step_vs_numba"] = row["jax_step_dev_per_s"] / row["numba_step_dev_per_s"]
+        row["eval_vs_numba"] = row["jax_eval_dev_per_s"] / row["numba_eval_dev_per_s"]
+        line += (f"   numba: step {row['numba_step_dev_per_s']:.3g}/s (jax x"
+                 f"{row['step_vs_numba']:.2f}), evaluate {row['numba_eval_dev_per_s']:.3g}/s "
+                 f"(jax x{row['eval_vs_numba']:.2f}), max rel diff "
+                 f"{row['numba_max_rel_diff']:.1e}")
+    log(line)
     return row
 
 
@@ -184,19 +278,28 @@ def format_noise_table(rows: list[dict]) -> str:
           f"{r['dev_steps_per_s']:.3g}", f"{r['vs_hash']:.2f}x"] for r in rows])
 
 
+def _or_dash(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 def format_table(rows: list[dict]) -> str:
-    columns = ["N", "B", "slots", "JAX step (dev-steps/s)", "NumPy step", "step ratio",
-               "JAX evaluate (dev-evals/s)", "NumPy evaluate", "evaluate ratio"]
+    columns = ["N", "B", "slots", "JAX step (dev-steps/s)", "NumPy step", "vs NumPy",
+               "Numba step", "vs Numba", "JAX evaluate (dev-evals/s)", "NumPy evaluate",
+               "vs NumPy", "Numba evaluate", "vs Numba"]
     return markdown_table(columns, [
         [r["n_devices"], r["batch"], r["slots"], f"{r['jax_step_dev_per_s']:.3g}",
          f"{r['numpy_step_dev_per_s']:.3g}", f"{r['step_speedup']:.1f}x",
+         _or_dash(r.get("numba_step_dev_per_s"), ".3g"),
+         _or_dash(r.get("step_vs_numba"), ".2f") + ("x" if r.get("step_vs_numba") else ""),
          f"{r['jax_eval_dev_per_s']:.3g}", f"{r['numpy_eval_dev_per_s']:.3g}",
-         f"{r['eval_speedup']:.1f}x"] for r in rows])
+         f"{r['eval_speedup']:.1f}x", _or_dash(r.get("numba_eval_dev_per_s"), ".3g"),
+         _or_dash(r.get("eval_vs_numba"), ".2f") + ("x" if r.get("eval_vs_numba") else "")]
+        for r in rows])
 
 
 def bench_env(ns=(50, 150, 1000), batches=(1, 64, 1024, 8192), out_dir="results/benchmarks",
               budget: float = 4e6, repeats: int = 3, noise_generators: bool = True,
-              numpy_budget: float = 5e7, log=print) -> list[dict]:
+              numpy_budget: float = 5e7, numba: bool = True, log=print) -> list[dict]:
     """Run the grid, print the table, write ``env_throughput.md`` and ``.json``.
 
     The record is rewritten after every row, so a run stopped at a time limit keeps the rows
@@ -217,7 +320,16 @@ def bench_env(ns=(50, 150, 1000), batches=(1, 64, 1024, 8192), out_dir="results/
             "policy; evaluate: one device's outcome of one decision, no time step. NumPy runs "
             "the same model (`mecjax/env/numpy_model.py`), vectorized over instances, in "
             f"float32, over fewer slots (and evaluations) where the JAX run's would exceed "
-            f"{numpy_budget:.3g} device-steps: a rate, its counts in the JSON. Best of "
+            f"{numpy_budget:.3g} device-steps: a rate, its counts in the JSON. Numba: "
+            "hand-fused parallel kernels of the same evaluation and step "
+            "(`benchmarks/numba_kernels.py`, the `bench` extra; its own per-thread generator "
+            "draws the step's uniforms), the same decisions and slots, float32; before "
+            "timing, their outcome and next state were checked against mecjax's on the "
+            "same input (largest relative difference"
+            + (f" over all rows: {max(diffs):.1e}" if (diffs := [
+                r["numba_max_rel_diff"] for r in rows if r.get("numba_max_rel_diff")
+                is not None]) else ": not run, Numba is not installed") + "). \"vs\" "
+            "columns: mecjax's rate over the other's. Best of "
             f"{repeats} timed runs after a warm-up.\n\n" + machine_line(machine) + "\n\n"
             + format_table(rows) + "\n"
             + (NOISE_INTRO.format(n=noise[0]["n_devices"], b=noise[0]["batch"])
@@ -227,7 +339,7 @@ def bench_env(ns=(50, 150, 1000), batches=(1, 64, 1024, 8192), out_dir="results/
     for n in ns:
         for b in batches:
             rows.append(bench_env_row(n, b, budget=budget, repeats=repeats,
-                                      numpy_max_devices=numpy_budget, log=log))
+                                      numpy_max_devices=numpy_budget, numba=numba, log=log))
             write(rows, [])
     log(format_table(rows))
     if noise_generators:

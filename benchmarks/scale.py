@@ -50,7 +50,7 @@ def env_point(n: int, batch: int, slots: int, repeats: int) -> dict:
 @partial(jax.jit, static_argnums=(1, 2))
 def _qio_batch(obs, s: Scenario, config: qio.QIOConfig):
     def one(o, key):
-        fit = lambda X: objective.batch_mean_cost(o, X, fixed_prices(s), s)  # noqa: E731
+        fit = objective.population_cost_fn(o, fixed_prices(s), s)
         return qio.search(key, fit, s.n_devices, s.n_options, config)[1]
 
     keys = jax.random.split(jax.random.key(1), obs.t.shape[0])

@@ -18,16 +18,32 @@ def test_bench_env_writes_markdown_and_json(tmp_path):
                 "numpy_eval_dev_per_s"):
         assert row[key] > 0
     assert row["step_speedup"] == row["jax_step_dev_per_s"] / row["numpy_step_dev_per_s"]
+    # The Numba kernels (the bench extra, installed with the test extra) ran the same
+    # evaluation and step after agreeing with mecjax's outcome and next state (float32).
+    assert row["numba_step_dev_per_s"] > 0 and row["numba_eval_dev_per_s"] > 0
+    assert row["eval_vs_numba"] == row["jax_eval_dev_per_s"] / row["numba_eval_dev_per_s"]
+    assert 0 <= row["numba_max_rel_diff"] < 1e-5
     record = json.loads((tmp_path / "env_throughput.json").read_text())
     assert record["rows"][0]["n_devices"] == 5 and "jax" in record["machine"]
     table = (tmp_path / "env_throughput.md").read_text()
-    assert "| 5 | 2 |" in table and "mecjax bench env" in table
+    assert "| 5 | 2 |" in table and "mecjax bench env" in table and "Numba evaluate" in table
     # The noise generators are timed on the same rollout: ours against JAX's own.
     noise = record["noise_generators"]
     assert [(r["noise_rng"], r["key_impl"]) for r in noise] == [
         ("hash", "threefry2x32"), ("jax", "threefry2x32"), ("jax", "rbg"), ("jax", "unsafe_rbg")]
     assert noise[0]["vs_hash"] == 1.0 and all(r["dev_steps_per_s"] > 0 for r in noise)
     assert "## Which generator draws the noise" in table and "| jax | unsafe_rbg | 5 | 2 |" in table
+
+
+def test_numba_kernels_name_the_scenario_field_they_do_not_model():
+    from benchmarks import numba_kernels
+    from mecjax.config import Scenario
+
+    numba_kernels.check_supported(Scenario())
+    for field, value in (("battery_hard", True), ("device_queue", True), ("mobility", True),
+                         ("wan_delay_s", (0.0, 0.0, 0.05))):
+        with pytest.raises(ValueError, match=f"Scenario.{field}="):
+            numba_kernels.check_supported(Scenario(**{field: value}))
 
 
 def test_cli_bench_env_runs(tmp_path, capsys):

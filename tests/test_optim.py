@@ -488,7 +488,7 @@ def test_pso_best_is_monotone_and_confidences_stay_on_the_floored_simplex():
         x = pso.ask(k1, state)
         state = pso.tell(k2, state, x, fit(x), cfg)
         return state, (state.best_fitness, state.confidence.min(),
-                       jnp.abs(state.confidence.sum(-1) - 1).max(), x.min(), x.max())
+                       jnp.abs(state.confidence.sum(1) - 1).max(), x.min(), x.max())
 
     state, (best, cmin, sum_err, xmin, xmax) = jax.jit(lambda key: jax.lax.scan(
         it, pso.init(n, k, cfg), jax.random.split(key, 100)))(jax.random.key(2))

@@ -155,10 +155,10 @@ def queues_after(backlog, device_backlog, task_cycles, cpu_freq, outcome: Outcom
     is returned as is): FIFO, q_i' = max(0, q_i + C_i [computed locally] - f_i tau).
     """
     p = as_params(params)
-    onehot = physics.server_onehot(outcome.offload, p.n_servers)
+    served = outcome.offload
     if p.battery_hard:
-        onehot = onehot & ~outcome.failed[..., :, None]
-    work_in = physics.per_server_sum(onehot, task_cycles)
+        served = jnp.where(outcome.failed, 0, served)
+    work_in = physics.per_server_sum(served, task_cycles, p.n_servers)
     backlog = dynamics.backlog_update(backlog, work_in, p.server_cpu_hz, p.slot_s)
     if p.device_queue:
         local_work = jnp.where(outcome.offload == 0, task_cycles, 0.0)
@@ -243,8 +243,7 @@ def repair_shares(share, offload, n_servers):
     offloading = offload > 0
     s = jnp.where(jnp.isfinite(share), jnp.clip(share, 0.0, 1.0), 0.0)
     s = jnp.where(offloading, jnp.where(s > 0, s, equal), 0.0)
-    onehot = physics.server_onehot(offload, n_servers)
-    total = physics.per_device_of_server(onehot, physics.per_server_sum(onehot, s))
+    total = physics.per_device_of_server(offload, physics.per_server_sum(offload, s, n_servers))
     return jnp.where(total > 1.0, s / jnp.where(total > 1.0, total, 1.0), s)
 
 
@@ -254,8 +253,8 @@ def _share_problem(share, offload, n_servers):
         return jnp.zeros((), bool)
     bad = ~jnp.isfinite(share) | (share < 0) | (share > 1)
     bad = bad | ((offload > 0) & ~(share > 0))
-    onehot = physics.server_onehot(offload, n_servers)
-    over = physics.per_server_sum(onehot, jnp.where(jnp.isfinite(share), share, 0.0)) > 1 + SHARE_TOL
+    over = physics.per_server_sum(offload, jnp.where(jnp.isfinite(share), share, 0.0),
+                                  n_servers) > 1 + SHARE_TOL
     return jnp.any(bad) | jnp.any(over)
 
 
@@ -339,12 +338,21 @@ def check_decision(decision: Decision, params: Params) -> None:
 # Evaluation of a decision in a state, without advancing time.
 # --------------------------------------------------------------------------
 
-def forced_offload(offload, battery, cycles, cpu_freq, gain_observed, p):
+def forced_offload(offload, battery, local_energy, gain_observed):
     """[N] the executed actions: a device whose battery cannot pay for local
-    execution offloads to its best observed server instead (docs/model.md: an
-    empty battery forces offloading)."""
-    cannot_local = battery < physics.local_energy(cycles, cpu_freq, p.kappa)
-    best = jnp.argmax(gain_observed, axis=-1).astype(jnp.int32) + 1
+    execution (``local_energy`` [N], kappa f^2 C) offloads to its best observed server
+    instead (docs/model.md: an empty battery forces offloading)."""
+    return force_to_best(offload, battery < local_energy, best_observed_server(gain_observed))
+
+
+def best_observed_server(gain_observed):
+    """[N] int32 action of each device's strongest observed server (1..M)."""
+    return jnp.argmax(gain_observed, axis=-1).astype(jnp.int32) + 1
+
+
+def force_to_best(offload, cannot_local, best):
+    """[N] ``offload`` with the local choice of each device that ``cannot_local`` [N]
+    replaced by its ``best`` [N] server (:func:`forced_offload` given its parts)."""
     return jnp.where((offload == 0) & cannot_local, best, offload)
 
 
@@ -373,26 +381,40 @@ def evaluate_arrays(task_bits, task_cycles, cpu_freq, tx_power, gain, gain_obser
     None reads as empty)."""
     p = as_params(params)
     m = p.n_servers
-    off = forced_offload(decision.offload, battery, task_cycles, cpu_freq, gain_observed, p)
-    onehot = physics.server_onehot(off, m)
+    local_e = physics.local_energy(task_cycles, cpu_freq, p.kappa)
+    off = forced_offload(decision.offload, battery, local_e, gain_observed)
     offloading = off > 0
+    # A device forced to offload has no share of its own: the shares are repaired for the
+    # executed assignment (equal shares when the decision gives none).
     bw = repair_shares(decision.bandwidth_share, off, m)
     cpu = repair_shares(decision.cpu_share, off, m)
-    h = jnp.sum(jnp.where(onehot, gain, 0.0), axis=-1)
+    h = physics.gain_of_server(off, gain)
     rate = physics.uplink_rate(jnp.where(offloading, bw, 1.0),
-                               physics.of_server(onehot, p.bandwidth_hz), tx_power, h, p.noise_w)
-    wait = physics.per_device_of_server(onehot, physics.queue_wait(backlog, p.server_cpu_hz))
-    price = physics.per_device_of_server(onehot, decision.prices)
+                               physics.of_server(off, p.bandwidth_hz), tx_power, h, p.noise_w)
+    return outcome_at_rate(off, rate, cpu, local_e, task_bits, task_cycles, cpu_freq, tx_power,
+                           battery, backlog, decision.prices, p, device_backlog)
+
+
+def outcome_at_rate(off, rate, cpu_share, local_e, task_bits, task_cycles, cpu_freq, tx_power,
+                    battery, backlog, prices, params: Params, device_backlog=None) -> Outcome:
+    """Per-device outcome [N] of the executed assignment ``off`` [N] (forcing applied) given
+    each offloading device's uplink ``rate`` [N] (bit/s, floored) and ``cpu_share`` [N], and
+    the local energy ``local_e`` [N]: the part of :func:`evaluate_arrays` after the rates
+    (which an optimizer evaluating many candidates on one slot computes from per-slot
+    terms, :mod:`mecjax.optim.objective`)."""
+    p = as_params(params)
+    offloading = off > 0
+    wait = physics.per_device_of_server(off, physics.queue_wait(backlog, p.server_cpu_hz))
+    price = physics.per_device_of_server(off, prices)
     edge_latency = (physics.transmission_time(task_bits, rate) + wait
-                    + physics.edge_compute_time(task_cycles, jnp.where(offloading, cpu, 1.0),
-                                                physics.of_server(onehot, p.server_cpu_hz)))
+                    + physics.edge_compute_time(task_cycles, jnp.where(offloading, cpu_share, 1.0),
+                                                physics.of_server(off, p.server_cpu_hz)))
     wan = wan_delays(p)
     if wan is not None:
-        edge_latency = edge_latency + physics.per_device_of_server(onehot, wan)
+        edge_latency = edge_latency + physics.per_device_of_server(off, wan)
     if p.device_queue and device_backlog is None:
         device_backlog = jnp.zeros_like(task_cycles)
     local_lat = local_latency(task_cycles, cpu_freq, device_backlog, p)
-    local_e = physics.local_energy(task_cycles, cpu_freq, p.kappa)
     latency = jnp.where(offloading, edge_latency, local_lat)
     energy = jnp.where(offloading, physics.transmission_energy(tx_power, task_bits, rate),
                        local_e)

@@ -84,8 +84,8 @@ def server_features(obs: Observation | EnvState, params: Params) -> jax.Array:
     as their best server, in slots of its capacity."""
     p = as_params(params)
     capacity = p.server_cpu_hz * p.slot_s
-    best = physics.server_onehot(jnp.argmax(obs.gain_observed, -1) + 1, p.n_servers)
-    offered = physics.per_server_sum(best, obs.task_cycles) / capacity
+    best = jnp.argmax(obs.gain_observed, -1).astype(jnp.int32) + 1
+    offered = physics.per_server_sum(best, obs.task_cycles, p.n_servers) / capacity
     return jnp.stack([obs.backlog / capacity, obs.prices / p.price_max,
                       jnp.mean(scaled_db(obs.gain_observed), axis=0), offered],
                      -1).astype(jnp.float32)

@@ -33,10 +33,10 @@ def server_accounts(offload, prices, task_cycles, latency, p):
     Returns dict of [M] arrays: gcycles served, revenue, server energy, mean
     delay of its tasks (0 when idle) and leader utility.
     """
-    onehot = physics.server_onehot(offload, p.n_servers)
-    cycles = physics.per_server_sum(onehot, task_cycles)
-    count = jnp.sum(onehot, axis=-2)
-    delay = physics.per_server_sum(onehot, latency) / jnp.maximum(count, 1)
+    m = p.n_servers
+    cycles = physics.per_server_sum(offload, task_cycles, m)
+    count = physics.per_server_sum(offload, jnp.ones(offload.shape, jnp.float32), m)
+    delay = physics.per_server_sum(offload, latency, m) / jnp.maximum(count, 1.0)
     gcycles = cycles * 1e-9
     energy = physics.server_energy(cycles, p.server_cpu_hz, p.server_kappa)
     return {

@@ -96,11 +96,19 @@ def uniforms(seed: jax.Array, first_stream: int,
     t = jnp.asarray((streams * _GOLDEN) & 0xFFFFFFFF, jnp.uint32)   # as in stream_seed
     k0 = lowbias32(lowbias32(t ^ seed[0]) + seed[1])                  # [S]
     k1 = lowbias32(k0 ^ seed[1]) + seed[0]                           # [S]
-    owner = np.repeat(np.arange(n_streams), sizes)                    # stream of each word
-    counter = np.concatenate([np.arange(size, dtype=np.uint32) for size in sizes])
-    words = lowbias32(lowbias32(jnp.asarray(counter) ^ k0[owner]) + k1[owner])
-    parts = jnp.split(to_unit(words), np.cumsum(sizes)[:-1])
-    return {name: part.reshape(shape) for (name, shape), part in zip(shapes.items(), parts)}
+    # The streams of one size are hashed as one [streams, size] array, each row keyed by
+    # its stream's words broadcast along it (no gather of keys per word: on a CPU a
+    # gather costs more than the hash).
+    out = {}
+    for size in sorted(set(sizes)):
+        rows = np.flatnonzero(np.asarray(sizes) == size)
+        counter = jax.lax.iota(jnp.uint32, size)[None, :]
+        words = lowbias32(lowbias32(counter ^ k0[rows][:, None]) + k1[rows][:, None])
+        unit = to_unit(words)
+        for r, i in enumerate(rows):
+            name, shape = list(shapes.items())[i]
+            out[name] = unit[r].reshape(shape)
+    return {name: out[name] for name in shapes}
 
 
 def uniform(seed: jax.Array, stream: int, shape: tuple[int, ...]) -> jax.Array:

@@ -143,9 +143,10 @@ def sequential_obs(view: Observation | EnvState, offload, device, prices,
     n = p.n_devices
     own = device_features(view, p, prices)[device]
     before = jnp.arange(n) < device
-    onehot = physics.server_onehot(jnp.where(before, offload, 0), p.n_servers)
-    count = jnp.sum(onehot, axis=0).astype(jnp.float32) / n
-    work = physics.per_server_sum(onehot, view.task_cycles) / (p.server_cpu_hz * p.slot_s)
+    assigned = jnp.where(before, offload, 0)
+    count = physics.per_server_sum(assigned, jnp.ones((n,), jnp.float32), p.n_servers) / n
+    work = (physics.per_server_sum(assigned, view.task_cycles, p.n_servers)
+            / (p.server_cpu_hz * p.slot_s))
     pos = jnp.asarray(device, jnp.float32)[None] / n
     return jnp.concatenate([own, count, work, pos]).astype(jnp.float32)
 

@@ -148,14 +148,14 @@ def option_deltas(state: EnvState, obs: Observation, decision: Decision, offload
     tx = jnp.where(offl, (p.alpha + p.beta * state.tx_power) * state.task_bits
                    / jnp.maximum(rate, physics.MIN_RATE_BPS), 0.0)
     cp = jnp.where(offl, p.alpha * physics.edge_compute_time(
-        state.task_cycles, jnp.where(offl, cpu, 1.0), physics.of_server(onehot, p.server_cpu_hz)),
+        state.task_cycles, jnp.where(offl, cpu, 1.0), physics.of_server(offload, p.server_cpu_hz)),
         0.0)
     # per-server sums over the executed assignment [M]
     count = jnp.sum(onehot, 0)
     s_bw = jnp.sum(jnp.where(onehot, w_bw, 0.0), 0)
-    s_cpu = physics.per_server_sum(onehot, w_cpu)
-    s_tx = physics.per_server_sum(onehot, tx)
-    s_cp = physics.per_server_sum(onehot, cp)
+    s_cpu = physics.per_server_sum(offload, w_cpu, m)
+    s_tx = physics.per_server_sum(offload, tx, m)
+    s_cp = physics.per_server_sum(offload, cp, m)
     # the same sums without device i [N, M] (they differ only on i's own server)
     n_wo = count[None, :] - onehot
     s_bw_wo = jnp.where(onehot, s_bw[None, :] - w_bw, s_bw[None, :])

@@ -22,9 +22,8 @@ from mecjax.env.types import Decision, EnvState
 
 
 def _proportional(weights, offload, n_servers):
-    onehot = physics.server_onehot(offload, n_servers)
     w = jnp.where(offload > 0, weights, 0.0)
-    total = physics.per_device_of_server(onehot, physics.per_server_sum(onehot, w))
+    total = physics.per_device_of_server(offload, physics.per_server_sum(offload, w, n_servers))
     return jnp.where(offload > 0, w / jnp.where(total > 0, total, 1.0), 0.0)
 
 
@@ -35,8 +34,7 @@ def optimal_bandwidth_shares(view, offload, params):
     """
     p = as_params(params)
     gain = view.gain if isinstance(view, EnvState) else view.gain_observed
-    onehot = physics.server_onehot(offload, p.n_servers)
-    h = jnp.sum(jnp.where(onehot, gain, 0.0), axis=-1)
+    h = physics.gain_of_server(offload, gain)
     se = jnp.maximum(physics.spectral_efficiency(view.tx_power, h, p.noise_w), 1e-12)
     k = (p.alpha + p.beta * view.tx_power) * view.task_bits / se
     return _proportional(jnp.sqrt(k), offload, p.n_servers)
@@ -52,7 +50,8 @@ def allocate(view, offload, prices, params) -> Decision:
     """The decision with optimal bandwidth and CPU shares for the assignment
     that will be executed: ``offload`` after empty-battery forcing."""
     p = as_params(params)
-    offload = forced_offload(jnp.asarray(offload, jnp.int32), view.battery, view.task_cycles,
-                             view.cpu_freq, view.gain_observed, p)
+    local_e = physics.local_energy(view.task_cycles, view.cpu_freq, p.kappa)
+    offload = forced_offload(jnp.asarray(offload, jnp.int32), view.battery, local_e,
+                             view.gain_observed)
     return Decision(offload, prices, optimal_bandwidth_shares(view, offload, params),
                     optimal_cpu_shares(view, offload, params))

@@ -51,11 +51,12 @@ def exact_offload(view, prices, params, allocation_rule="optimal", chunk: int = 
     total = n_candidates(p.n_devices, p.n_servers)
     chunk = min(chunk, total)
     n_chunks = -(-total // chunk)
+    fitness = objective.population_cost_fn(view, prices, params, allocation_rule)
 
     def scan_chunk(best, c):
         idx = c * chunk + jnp.arange(chunk, dtype=jnp.int32)
         cand = decode(jnp.minimum(idx, total - 1), p.n_devices, p.n_options)
-        cost = objective.batch_mean_cost(view, cand, prices, params, allocation_rule)
+        cost = fitness(cand)
         cost = jnp.where(idx < total, cost, jnp.inf)
         k = jnp.argmin(cost)
         better = cost[k] < best[1]

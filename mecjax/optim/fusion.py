@@ -28,24 +28,34 @@ from mecjax.optim import objective
 FUSION_WEIGHTS = (1.0, 0.5, 0.05, 0.1)  # w1 (per s), w2 (per J), w3, w4 of eq. 23
 
 
-def fusion_terms(view, offload, prices, params) -> dict:
+def fusion_terms(view, offload, prices, params, terms=None) -> dict:
     """The four objectives of eq. 23 for offloading vector ``offload`` [N]:
-    ``latency_s``, ``energy_j``, ``fairness``, ``utility`` (scalars)."""
+    ``latency_s``, ``energy_j``, ``fairness``, ``utility`` (scalars). ``terms``: the
+    view's :func:`mecjax.optim.objective.candidate_terms` (computed when None)."""
     p = as_params(params)
-    out = objective.outcome_of(view, offload, prices, p, "optimal")
+    if terms is None:
+        terms = objective.candidate_terms(view, p, "optimal")
+    out = objective.outcome_from_terms(terms, view, offload, prices, p, "optimal")
     m = metrics.slot_metrics(view.task_bits, view.task_cycles, view.cpu_freq, out, prices, p,
                              device_backlog=view.device_backlog)
     return {"latency_s": m["latency_ms"] * 1e-3, "energy_j": m["energy_j"],
             "fairness": m["fairness"], "utility": m["utility"]}
 
 
-def fusion_score(view, offload, prices, params, weights=FUSION_WEIGHTS):
-    """Scalar eq. 23 objective (lower is better)."""
+def fusion_score(view, offload, prices, params, weights=FUSION_WEIGHTS, terms=None):
+    """Scalar eq. 23 objective (lower is better); ``terms`` as in :func:`fusion_terms`."""
     w1, w2, w3, w4 = weights
-    t = fusion_terms(view, offload, prices, params)
+    t = fusion_terms(view, offload, prices, params, terms)
     return w1 * t["latency_s"] + w2 * t["energy_j"] - w3 * t["fairness"] - w4 * t["utility"]
+
+
+def population_score_fn(view, prices, params, weights=FUSION_WEIGHTS):
+    """offloads [K, N] -> [K] eq. 23 objective of each candidate: QIO's fitness in the
+    unified scheduler, the view's terms computed here, once, not in every generation."""
+    terms = objective.candidate_terms(view, params, "optimal")
+    return jax.vmap(lambda a: fusion_score(view, a, prices, params, weights, terms))
 
 
 def batch_fusion_score(view, offloads, prices, params, weights=FUSION_WEIGHTS):
     """[K] eq. 23 objective of each candidate in ``offloads`` [K, N]."""
-    return jax.vmap(lambda a: fusion_score(view, a, prices, params, weights))(offloads)
+    return population_score_fn(view, prices, params, weights)(offloads)

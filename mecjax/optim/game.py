@@ -18,8 +18,11 @@ IMPROVE_TOL = 1e-6  # relative improvement a device needs to switch (guarantees 
 
 
 def slot_costs_fn(view, prices, params, allocation_rule="equal"):
-    """offload [N] -> [N] each device's weighted cost in this slot (eq. 16)."""
-    return lambda a: objective.outcome_of(view, a, prices, params, allocation_rule).cost
+    """offload [N] -> [N] each device's weighted cost in this slot (eq. 16); the view's
+    candidate terms are computed here, once, not in every call."""
+    terms = objective.candidate_terms(view, params, allocation_rule)
+    return lambda a: objective.outcome_from_terms(terms, view, a, prices, params,
+                                                  allocation_rule).cost
 
 
 def own_costs(view, offload, i, prices, params, allocation_rule="equal", costs_fn=None):
@@ -44,6 +47,8 @@ def greedy(view, prices, params, allocation_rule="equal", order=None, costs_fn=N
     ``costs_fn``: as in :func:`own_costs`."""
     p = as_params(params)
     order = jnp.arange(p.n_devices) if order is None else order
+    if costs_fn is None:   # built once, outside the scan
+        costs_fn = slot_costs_fn(view, prices, params, allocation_rule)
 
     def choose(a, i):
         costs = own_costs(view, a, i, prices, params, allocation_rule, costs_fn)
@@ -64,6 +69,8 @@ def best_response(view, prices, params, init=None, max_rounds: int = 20,
     this slot's weighted cost).
     """
     p = as_params(params)
+    if costs_fn is None:   # built once, outside the loops
+        costs_fn = slot_costs_fn(view, prices, params, allocation_rule)
     a0 = (greedy(view, prices, params, allocation_rule, costs_fn=costs_fn) if init is None
           else init.astype(jnp.int32))
 

@@ -60,20 +60,35 @@ def as_plan(offload, horizon: int):
     return jnp.broadcast_to(offload, (horizon, offload.shape[-1]))
 
 
+def horizon_terms(obs: Observation, slots, params, allocation_rule: str = "equal"):
+    """:class:`~mecjax.optim.objective.CandidateTerms` of every predicted slot (leaves
+    [H, ...]): what no plan changes, computed once per decision rather than in every
+    evaluation of a plan (the coordinate descent evaluates thousands)."""
+    def terms(bits, cycles, gain):
+        view = obs.replace(task_bits=bits, task_cycles=cycles, gain_observed=gain)
+        return objective.candidate_terms(view, params, allocation_rule)
+
+    return jax.vmap(terms)(slots.task_bits, slots.task_cycles, slots.gain)
+
+
 def horizon_costs(obs: Observation, slots, offload, prices, params,
-                  allocation_rule: str = "equal"):
+                  allocation_rule: str = "equal", terms=None):
     """[H, N] each device's weighted cost in every predicted slot under the plan
     ``offload`` ([H, N], slot k uses ``offload[k]``; or a hold plan [N]), battery,
-    server backlog and device backlog carried from slot to slot (eq. 22's terms)."""
+    server backlog and device backlog carried from slot to slot (eq. 22's terms).
+    ``terms``: :func:`horizon_terms` of ``slots``, computed here when None."""
     p = as_params(params)
     plan = as_plan(offload, slots.task_bits.shape[0])
+    if terms is None:
+        terms = horizon_terms(obs, slots, p, allocation_rule)
 
     def slot(carry, xs):
         battery, backlog, device_backlog = carry
-        bits, cycles, gain, offload = xs
+        bits, cycles, gain, offload, slot_terms = xs
         view = obs.replace(task_bits=bits, task_cycles=cycles, gain_observed=gain,
                            battery=battery, backlog=backlog, device_backlog=device_backlog)
-        out = objective.outcome_of(view, offload, prices, p, allocation_rule)
+        out = objective.outcome_from_terms(slot_terms, view, offload, prices, p,
+                                           allocation_rule)
         battery = dynamics.battery_update(battery, out.energy, 0.5, p.harvest_max_j,
                                           p.battery_capacity_j)
         backlog, device_backlog = _env.queues_after(backlog, device_backlog, cycles,
@@ -81,22 +96,26 @@ def horizon_costs(obs: Observation, slots, offload, prices, params,
         return (battery, backlog, device_backlog), out.cost
 
     _, costs = jax.lax.scan(slot, (obs.battery, obs.backlog, obs.device_backlog),
-                            (slots.task_bits, slots.task_cycles, slots.gain, plan))
+                            (slots.task_bits, slots.task_cycles, slots.gain, plan, terms))
     return costs
 
 
 def horizon_costs_fn(obs: Observation, slots, prices, params, allocation_rule: str = "equal"):
     """offload [N] -> [N] each device's cost summed over the horizon: the
-    ``costs_fn`` of :func:`mecjax.optim.game.best_response` for look-ahead play."""
-    return lambda a: jnp.sum(horizon_costs(obs, slots, a, prices, params, allocation_rule), 0)
+    ``costs_fn`` of :func:`mecjax.optim.game.best_response` for look-ahead play (the
+    slots' terms computed once, here)."""
+    terms = horizon_terms(obs, slots, params, allocation_rule)
+    return lambda a: jnp.sum(horizon_costs(obs, slots, a, prices, params, allocation_rule,
+                                           terms), 0)
 
 
 def plan_mean_cost(obs: Observation, slots, plan, prices, params,
-                   allocation_rule: str = "equal"):
+                   allocation_rule: str = "equal", terms=None):
     """Scalar eq. 22 objective of ``plan`` [H, N] (or a hold plan [N]): the
-    device-mean cost summed over the predicted slots."""
+    device-mean cost summed over the predicted slots (``terms``: as in
+    :func:`horizon_costs`)."""
     return jnp.sum(jnp.mean(horizon_costs(obs, slots, plan, prices, params,
-                                          allocation_rule), -1))
+                                          allocation_rule, terms), -1))
 
 
 def horizon_mean_cost(obs: Observation, slots, offload, prices, params,
@@ -117,8 +136,9 @@ def cooperative_plan(obs: Observation, slots, myopic, prices, params, max_sweeps
     """
     p = as_params(params)
     horizon = slots.task_bits.shape[0]
+    terms = horizon_terms(obs, slots, p, allocation_rule)
     value_of = lambda plan: plan_mean_cost(obs, slots, plan, prices, p,  # noqa: E731
-                                           allocation_rule)
+                                           allocation_rule, terms)
     held = as_plan(myopic, horizon)
     local = jnp.zeros_like(held)
     start = jnp.where(value_of(local) < value_of(held), local, held)

@@ -3,13 +3,15 @@
 The same algorithm, written again with NumPy arrays and a
 ``np.random.Generator``, vectorized over B instances and over the population:
 
-* encoding: ``q = ceil(log2(M+1))`` qubits per device, stored as angles theta,
-  ``P(1) = sin^2 theta``; the search starts from theta = pi/4;
-* measurement: one uniform per qubit, ``bit = u < sin^2 theta``; codes >= M+1
+* encoding: ``q = ceil(log2(M+1))`` qubits per device, stored as the amplitude
+  beta = sin theta of |1> (alpha = sqrt(1 - beta^2)), ``P(1) = beta^2``; the search
+  starts from theta = pi/4;
+* measurement: one uniform per qubit, ``bit = u < beta^2``; codes >= M+1
   are repaired modulo M+1;
 * update: the global best is updated first, then every qubit whose measured
-  bit differs from the best's bit turns by ``delta_theta`` towards it, and
-  angles are clipped to ``[theta_min, pi/2 - theta_min]``;
+  bit differs from the best's bit turns by ``delta_theta`` towards it (the
+  rotation matrix applied to the amplitudes), stopped at
+  ``[theta_min, pi/2 - theta_min]``;
 * fitness: the mean weighted device cost, with the optimal closed-form
   bandwidth and CPU shares of :mod:`mecjax.optim.allocation` (re-implemented
   here in NumPy), evaluated by the NumPy model
@@ -111,32 +113,36 @@ def _bits(x, q: int):
     return (x[..., None] >> np.arange(q)) & 1
 
 
-def measure(theta, u, n_options: int):
-    """[B, P, N] offloading vectors from angles and uniforms [B, P, N, q] (eq. 19)."""
-    bits = (u < np.sin(theta) ** 2).astype(np.int32)
-    codes = (bits << np.arange(theta.shape[-1], dtype=np.int32)).sum(-1)
+def measure(beta, u, n_options: int):
+    """[B, P, N] offloading vectors from the |1> amplitudes and uniforms [B, P, N, q]
+    (eq. 19)."""
+    bits = (u < beta ** 2).astype(np.int32)
+    codes = (bits << np.arange(beta.shape[-1], dtype=np.int32)).sum(-1)
     return (codes % n_options).astype(np.int32)
 
 
-def update(theta, best_x, best_f, x, fitness, delta_theta, theta_min):
-    """Global-best update then rotation (eq. 20); returns ``(theta, best_x, best_f)``.
+def update(beta, best_x, best_f, x, fitness, delta_theta, theta_min):
+    """Global-best update then rotation (eq. 20) of the |1> amplitudes; returns
+    ``(beta, best_x, best_f)``.
 
-    theta [B, P, N, q], best_x [B, N], best_f [B], x [B, P, N], fitness [B, P].
+    beta [B, P, N, q], best_x [B, N], best_f [B], x [B, P, N], fitness [B, P].
     """
     b = np.arange(x.shape[0])
     k = np.argmin(fitness, axis=1)
     better = fitness[b, k] < best_f
     best_x = np.where(better[:, None], x[b, k], best_x)
     best_f = np.where(better, fitness[b, k], best_f)
-    q = theta.shape[-1]
+    q = beta.shape[-1]
     target = _bits(best_x, q)[:, None]                                     # [B, 1, N, q]
     measured = _bits(x, q)                                                 # [B, P, N, q]
+    dt = beta.dtype.type
     direction = np.where(measured == target, 0.0,
-                         np.where(target == 1, 1.0, -1.0)).astype(theta.dtype)
-    dt = theta.dtype.type
-    theta = np.clip(theta + dt(delta_theta) * direction, dt(theta_min),
-                    dt(math.pi / 2 - theta_min))
-    return theta, best_x, best_f
+                         np.where(target == 1, 1.0, -1.0)).astype(beta.dtype)
+    alpha = np.sqrt(np.maximum(dt(1.0) - beta * beta, dt(0.0)))
+    turned = dt(math.cos(delta_theta)) * beta + direction * dt(math.sin(delta_theta)) * alpha
+    beta = np.clip(np.where(direction == 0, beta, turned), dt(math.sin(theta_min)),
+                   dt(math.cos(theta_min)))
+    return beta, best_x, best_f
 
 
 def search(rng, state, prices, scenario: Scenario, population: int = 30, iterations: int = 100,
@@ -152,7 +158,7 @@ def search(rng, state, prices, scenario: Scenario, population: int = 30, iterati
     prices: [M] or [B, M], fixed during the search.
     uniforms: optional source of the measurement uniforms instead of ``rng``: an
         array [iterations, B, P, N, q] or a callable ``g -> [B, P, N, q]``.
-    dtype: precision of the angles (float32, as the JAX search).
+    dtype: precision of the amplitudes (float32, as the JAX search).
     """
     s = scenario
     n_options = s.n_servers + 1
@@ -177,12 +183,13 @@ def search(rng, state, prices, scenario: Scenario, population: int = 30, iterati
     prices = np.broadcast_to(np.asarray(prices, cost_dtype), (batch, s.n_servers))
     tiled_prices = np.repeat(prices, population, axis=0)
 
-    theta = np.full(shape, math.pi / 4, dtype)
+    beta = np.full(shape, math.sqrt(0.5), dtype)
     best_x = np.zeros((batch, n), np.int32)
     best_f = np.full((batch,), np.inf, cost_dtype)
     for g in range(iterations):
-        x = measure(theta, np.asarray(draw(g)), n_options)                 # [B, P, N]
+        x = measure(beta, np.asarray(draw(g)), n_options)                  # [B, P, N]
         fitness = mean_cost(tiled, x.reshape(batch * population, n), tiled_prices, s,
                             true_channel=False).reshape(batch, population)
-        theta, best_x, best_f = update(theta, best_x, best_f, x, fitness, delta_theta, theta_min)
+        beta, best_x, best_f = update(beta, best_x, best_f, x, fitness, delta_theta,
+                                      theta_min)
     return best_x, best_f

@@ -40,8 +40,10 @@ class PSOConfig:
 
 @struct.dataclass
 class PSOState:
-    confidence: jax.Array    # [P, N, K] per-device option distributions
-    velocity: jax.Array      # [P, N, K]
+    # Options-major, so the per-device arithmetic runs along N (with K = M + 1 on the last
+    # axis, every update of a search ran on rows of 4 and took 6x longer on a CPU).
+    confidence: jax.Array    # [P, K, N] per-device option distributions (sum over K is 1)
+    velocity: jax.Array      # [P, K, N]
     personal_x: jax.Array    # [P, N] personal best vectors
     personal_f: jax.Array    # [P]
     best_x: jax.Array        # [N] global best
@@ -55,7 +57,7 @@ def init(n_devices: int, n_options: int, config: PSOConfig = PSOConfig(), seed_x
         raise ValueError("pso.init: seed_fitness is required with seed_x (the objective of the "
                          "seed); tell never evaluates the seed itself")
     p = config.particles
-    conf = jnp.full((p, n_devices, n_options), 1.0 / n_options, jnp.float32)
+    conf = jnp.full((p, n_options, n_devices), 1.0 / n_options, jnp.float32)
     best = jnp.zeros((n_devices,), jnp.int32) if seed_x is None else seed_x.astype(jnp.int32)
     best_f = jnp.float32(jnp.inf) if seed_x is None else jnp.asarray(seed_fitness, jnp.float32)
     return PSOState(confidence=conf, velocity=jnp.zeros_like(conf),
@@ -65,25 +67,28 @@ def init(n_devices: int, n_options: int, config: PSOConfig = PSOConfig(), seed_x
 
 def ask(key, state: PSOState):
     """[P, N] sample each device's option from its particle's confidence."""
-    u = rng.uniform(rng.seed_words(key), 11, state.confidence.shape[:2])
-    cdf = jnp.cumsum(state.confidence, axis=-1)
-    return jnp.minimum(jnp.sum(cdf < u[..., None] * cdf[..., -1:], axis=-1),
-                       state.confidence.shape[-1] - 1).astype(jnp.int32)
+    conf = state.confidence
+    n_options = conf.shape[1]
+    u = rng.uniform(rng.seed_words(key), 11, (conf.shape[0], conf.shape[2]))     # [P, N]
+    cdf = jnp.cumsum(conf, axis=1)
+    below = jnp.sum(cdf < (u * cdf[:, -1])[:, None, :], axis=1)
+    return jnp.minimum(below, n_options - 1).astype(jnp.int32)
 
 
 def tell(key, state: PSOState, x, fitness, config: PSOConfig = PSOConfig()) -> PSOState:
     personal_x, personal_f, best_x, best_f = update_bests(
         state.personal_x, state.personal_f, state.best_x, state.best_fitness, x, fitness)
-    n_options = state.confidence.shape[-1]
+    n_particles, n_options, n = state.confidence.shape
     seed = rng.seed_words(key)
-    r1 = rng.uniform(seed, 12, state.confidence.shape[:2])[..., None]
-    r2 = rng.uniform(seed, 13, state.confidence.shape[:2])[..., None]
-    pull_own = jax.nn.one_hot(personal_x, n_options) - state.confidence
-    pull_best = jax.nn.one_hot(best_x, n_options)[None] - state.confidence
+    r1 = rng.uniform(seed, 12, (n_particles, n))[:, None, :]
+    r2 = rng.uniform(seed, 13, (n_particles, n))[:, None, :]
+    options = jnp.arange(n_options)[None, :, None]
+    pull_own = (personal_x[:, None, :] == options).astype(jnp.float32) - state.confidence
+    pull_best = (best_x[None, None, :] == options).astype(jnp.float32) - state.confidence
     velocity = (config.inertia * state.velocity + config.cognitive * r1 * pull_own
                 + config.social * r2 * pull_best)
     conf = jnp.clip(state.confidence + velocity, config.floor, 1.0)
-    conf = conf / jnp.sum(conf, axis=-1, keepdims=True)
+    conf = conf / jnp.sum(conf, axis=1, keepdims=True)
     return PSOState(confidence=conf, velocity=velocity, personal_x=personal_x,
                     personal_f=personal_f, best_x=best_x, best_fitness=best_f)
 

@@ -104,10 +104,9 @@ def slot_terms(view, prices, params) -> SlotTerms:
 def _server_sums(terms: SlotTerms, x):
     """([M], [M]) S_j and T_j of assignment x [N] (options, forcing applied)."""
     on = jnp.take_along_axis(terms.target, x[:, None], 1)[:, 0]
-    onehot = physics.server_onehot(on, terms.root_k.shape[1])
-    s = jnp.sum(jnp.where(onehot, terms.root_k, 0.0), axis=0)
-    t = jnp.sum(jnp.where(onehot, terms.root_c[:, None], 0.0), axis=0)
-    return s, t
+    m = terms.root_k.shape[1]
+    return (physics.per_server_sum(on, physics.gain_of_server(on, terms.root_k), m),
+            physics.per_server_sum(on, terms.root_c, m))
 
 
 def _device_costs(terms: SlotTerms, x):
@@ -115,18 +114,17 @@ def _device_costs(terms: SlotTerms, x):
     ``Scenario.battery_hard`` included: the module docstring's per-device form."""
     s, t = _server_sums(terms, x)
     on = jnp.take_along_axis(terms.target, x[:, None], 1)[:, 0]
-    onehot = physics.server_onehot(on, terms.root_k.shape[1])
-    rk = jnp.sum(jnp.where(onehot, terms.root_k, 0.0), axis=1)          # 0 for local devices
-    s_mine = physics.per_device_of_server(onehot, s)
-    t_mine = physics.per_device_of_server(onehot, t)
-    edge = physics.of_server(onehot, terms.edge)
+    rk = physics.gain_of_server(on, terms.root_k)                       # 0 for local devices
+    s_mine = physics.per_device_of_server(on, s)
+    t_mine = physics.per_device_of_server(on, t)
+    edge = physics.of_server(on, terms.edge)
     own = jnp.take_along_axis(terms.own, x[:, None], 1)[:, 0]
     cost = own + rk * s_mine + edge * terms.root_c * t_mine
     if terms.hard is None:
         return cost
     tx_energy, battery, local, failure_cost = terms.hard
     # at its optimal share b = sqrt(K_ij) / S_j the device needs P D / (b B se) joules
-    energy = (jnp.sum(jnp.where(onehot, tx_energy, 0.0), axis=1) * s_mine
+    energy = (physics.gain_of_server(on, tx_energy) * s_mine
               / jnp.where(on > 0, rk, 1.0))
     failed = (on > 0) & (battery < energy)
     return jnp.where(failed, jnp.maximum(cost, local) + failure_cost, cost)

@@ -72,7 +72,7 @@ class QIOMEC(Scheduler):
         servers = strongest_servers(obs) if self.encoding == "binary" else None
         seeds = (None if self.warm_start == "none" else
                  jnp.stack([jnp.zeros((p.n_devices,), jnp.int32), sched_state]))
-        x, _ = qio.search(key, lambda X: objective.batch_mean_cost(obs, X, prices, p),
+        x, _ = qio.search(key, objective.population_cost_fn(obs, prices, p),
                           p.n_devices, p.n_options, self.config(), seed_x=seeds,
                           servers=servers)
         return objective.make_decision(obs, x, prices, p), x

@@ -48,7 +48,7 @@ class TSHybridSB(Scheduler):
         arms = pricing.ucb_select(sched_state.bandit, self.exploration).astype(jnp.int32)
         prices = pricing.price_levels(p, self.n_levels)[arms]
         cfg = pso.PSOConfig(particles=self.particles, iterations=self.iterations)
-        x, _ = pso.search(key, lambda X: objective.batch_mean_cost(obs, X, prices, p),
+        x, _ = pso.search(key, objective.population_cost_fn(obs, prices, p),
                           p.n_devices, p.n_options, cfg)
         return objective.make_decision(obs, x, prices, p), sched_state.replace(arms=arms)
 
@@ -71,6 +71,6 @@ class PSOScheduler(Scheduler):
         p = as_params(params)
         prices = fixed_prices(p)
         cfg = pso.PSOConfig(particles=self.particles, iterations=self.iterations)
-        x, _ = pso.search(key, lambda X: objective.batch_mean_cost(obs, X, prices, p),
+        x, _ = pso.search(key, objective.population_cost_fn(obs, prices, p),
                           p.n_devices, p.n_options, cfg)
         return objective.make_decision(obs, x, prices, p), sched_state

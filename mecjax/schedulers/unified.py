@@ -233,12 +233,12 @@ class Unified(Scheduler):
             cands.append(marl_offload)
         cands.append(jnp.zeros((p.n_devices,), jnp.int32))
         candidates = jnp.stack(cands)                                       # [K, N]
-        scores = fusion.batch_fusion_score(view, candidates, prices, p, self.weights)
+        score_fn = fusion.population_score_fn(view, prices, p, self.weights)
+        scores = score_fn(candidates)
         # 6. QIO refinement seeded by the candidates, on the fusion objective
         if self.use_qio:
-            refined, refined_score = qio.search(
-                key, lambda x: fusion.batch_fusion_score(view, x, prices, p, self.weights),
-                p.n_devices, p.n_options, self.qio_config(), seed_x=candidates)
+            refined, refined_score = qio.search(key, score_fn, p.n_devices, p.n_options,
+                                                self.qio_config(), seed_x=candidates)
         else:
             best = jnp.argmin(scores)
             refined, refined_score = candidates[best], scores[best]
