@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared script for a GPU machine: `mecjax reproduce --full` (paper scale, 256 instances
-# x 100 slots per cell), then the env, scheduler and optimizer benchmarks, each under a time
-# limit so the whole script ends within about 7 minutes. Writes
+# x 100 slots per cell), then the env (with its Numba columns where numba is installed),
+# scheduler and optimizer benchmarks, each under a time limit so the whole script ends within
+# about 7.5 minutes. Writes
 # results/benchmarks/gpu_*.md (and .json), gpu_log.txt (its output) and
 # results/benchmarks/gpu_reproduce_full/.
 #
@@ -27,7 +28,7 @@ if ! gpu_ready; then
   else
     python3 -m venv .venv-gpu && . .venv-gpu/bin/activate
     pip install --quiet --upgrade pip
-    pip install --quiet -e . "jax[cuda12]"
+    pip install --quiet -e ".[bench]" "jax[cuda12]"   # bench: the Numba columns of bench env
   fi
 fi
 python3 -c "import jax; print('backend', jax.default_backend(), jax.devices(), 'jax', jax.__version__)"
@@ -49,7 +50,7 @@ run() {  # run LIMIT_SECONDS NAME ARGS...: one `mecjax` step under its limit; a 
 run 250 reproduce reproduce --full --out "$out/gpu_reproduce_full" \
   --cache "$out/gpu_reproduce_full/cells"
 # NumPy, the reference of every ratio, runs on the host: its budgets keep each row to seconds.
-run 65 env bench env --ns 150,1000 --batches 1024,8192 --repeats 2 --numpy-budget 3e6 --out "$tmp"
+run 90 env bench env --ns 150,1000 --batches 1024,8192 --repeats 2 --numpy-budget 3e6 --out "$tmp"
 run 50 schedulers bench schedulers --ns 150 --batches 256 --repeats 2 --out "$tmp"
 run 60 optim bench optim --ns 150 --batches 1024 --repeats 2 --time-limit 10 --out "$tmp"
 for f in "$tmp"/*; do [[ -e $f ]] && cp "$f" "$out/gpu_$(basename "$f")"; done
