@@ -328,7 +328,7 @@ def bench_env(ns=(50, 150, 1000), batches=(1, 64, 1024, 8192), out_dir="results/
             "same input (largest relative difference"
             + (f" over all rows: {max(diffs):.1e}" if (diffs := [
                 r["numba_max_rel_diff"] for r in rows if r.get("numba_max_rel_diff")
-                is not None]) else ": not run, Numba is not installed") + "). \"vs\" "
+                is not None]) else ": not run: Numba not installed, or not asked for") + "). \"vs\" "
             "columns: mecjax's rate over the other's. Best of "
             f"{repeats} timed runs after a warm-up.\n\n" + machine_line(machine) + "\n\n"
             + format_table(rows) + "\n"

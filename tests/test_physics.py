@@ -287,3 +287,31 @@ def test_fixed_topology_and_a_cloud_reached_through_the_strongest_edge_site():
     np.testing.assert_allclose(out.latency[:2], bits[:2] / rate + 0.08 + cycles[:2] / 50e9,
                                rtol=1e-5)
     np.testing.assert_allclose(out.energy[:2], p[:2] * bits[:2] / rate, rtol=1e-5)
+
+
+@pytest.mark.parametrize("m", [3, physics.SELECT_MAX_SERVERS + 2])  # selects, and gathers
+def test_per_server_helpers_match_a_loop_over_devices(m):
+    rng = np.random.default_rng(m)
+    n = 17
+    off = rng.integers(0, m + 1, (2, n))
+    values = rng.uniform(1.0, 2.0, (2, n)).astype(np.float32)
+    table = rng.uniform(1.0, 2.0, (2, m)).astype(np.float32)
+    pair = rng.uniform(1.0, 2.0, (2, n, m)).astype(np.float32)
+    sums = np.zeros((2, m), np.float32)
+    for b in range(2):
+        for i in range(n):
+            if off[b, i] > 0:
+                sums[b, off[b, i] - 1] += values[b, i]
+    np.testing.assert_allclose(physics.per_server_sum(jnp.asarray(off), values, m), sums,
+                               rtol=1e-6)
+    mine = np.where(off > 0, np.take_along_axis(table, np.maximum(off - 1, 0), 1), 0.0)
+    np.testing.assert_array_equal(physics.per_device_of_server(jnp.asarray(off), table), mine)
+    placeholder = np.where(off > 0, mine, table[:, :1])
+    np.testing.assert_array_equal(physics.of_server(jnp.asarray(off), table), placeholder)
+    own = np.where(off > 0, np.take_along_axis(pair, np.maximum(off - 1, 0)[..., None], 2)[..., 0],
+                   0.0)
+    np.testing.assert_array_equal(physics.gain_of_server(jnp.asarray(off), pair), own)
+    # one instance without a batch axis, and a scalar per-server constant
+    np.testing.assert_allclose(physics.per_server_sum(jnp.asarray(off[0]), values[0], m),
+                               sums[0], rtol=1e-6)
+    assert physics.of_server(jnp.asarray(off[0]), 2.5) == 2.5
