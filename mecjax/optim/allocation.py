@@ -21,7 +21,9 @@ from mecjax.env.env import forced_offload
 from mecjax.env.types import Decision, EnvState
 
 
-def _proportional(weights, offload, n_servers):
+def proportional_shares(weights, offload, n_servers):
+    """[N] ``weights`` [N] divided by their sum over each device's server (0 for local
+    devices): the optimal allocation's shares given its weights."""
     w = jnp.where(offload > 0, weights, 0.0)
     total = physics.per_device_of_server(offload, physics.per_server_sum(offload, w, n_servers))
     return jnp.where(offload > 0, w / jnp.where(total > 0, total, 1.0), 0.0)
@@ -37,7 +39,7 @@ def optimal_bandwidth_shares(view, offload, params):
     h = physics.gain_of_server(offload, gain)
     se = jnp.maximum(physics.spectral_efficiency(view.tx_power, h, p.noise_w), 1e-12)
     k = (p.alpha + p.beta * view.tx_power) * view.task_bits / se
-    return _proportional(jnp.sqrt(k), offload, p.n_servers)
+    return proportional_shares(jnp.sqrt(k), offload, p.n_servers)
 
 
 def optimal_cpu_shares(view, offload, params):

@@ -75,14 +75,6 @@ def candidate_terms(view, params, allocation_rule: str = "optimal") -> Candidate
     return terms.replace(root_k=jnp.sqrt(k), root_c=jnp.sqrt(view.task_cycles))
 
 
-def _normalised(weights, offload, n_servers):
-    """[N] ``weights`` divided by their sum over each device's server (0 for local
-    devices): allocation's proportional shares."""
-    w = jnp.where(offload > 0, weights, 0.0)
-    total = physics.per_device_of_server(offload, physics.per_server_sum(offload, w, n_servers))
-    return jnp.where(offload > 0, w / jnp.where(total > 0, total, 1.0), 0.0)
-
-
 def outcome_from_terms(terms: CandidateTerms, view, offload, prices, params,
                        allocation_rule: str = "optimal") -> Outcome:
     """Per-device outcome [N] of ``offload`` [N] under ``allocation_rule``: what
@@ -94,8 +86,8 @@ def outcome_from_terms(terms: CandidateTerms, view, offload, prices, params,
                              view.battery < terms.local_energy, terms.best_server)
     offloading = off > 0
     if allocation_rule == "optimal":
-        bw = _normalised(physics.gain_of_server(off, terms.root_k), off, m)
-        cpu = _normalised(terms.root_c, off, m)
+        bw = allocation.proportional_shares(physics.gain_of_server(off, terms.root_k), off, m)
+        cpu = allocation.proportional_shares(terms.root_c, off, m)
     else:
         bw = cpu = physics.equal_shares(off, m)
     rate = jnp.maximum(jnp.where(offloading, bw, 1.0) * physics.gain_of_server(off, terms.full_rate),
