@@ -90,8 +90,8 @@ def outcome_from_terms(terms: CandidateTerms, view, offload, prices, params,
         cpu = allocation.proportional_shares(terms.root_c, off, m)
     else:
         bw = cpu = physics.equal_shares(off, m)
-    rate = jnp.maximum(jnp.where(offloading, bw, 1.0) * physics.gain_of_server(off, terms.full_rate),
-                       physics.MIN_RATE_BPS)
+    full_rate = physics.gain_of_server(off, terms.full_rate)
+    rate = jnp.maximum(jnp.where(offloading, bw, 1.0) * full_rate, physics.MIN_RATE_BPS)
     return _env.outcome_at_rate(off, rate, cpu, terms.local_energy, view.task_bits,
                                 view.task_cycles, view.cpu_freq, view.tx_power, view.battery,
                                 view.backlog, prices, p, view.device_backlog)
