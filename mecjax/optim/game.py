@@ -4,14 +4,24 @@ Each device minimises its *own* weighted cost (eq. 16) given the others'
 choices. ``best_response`` is the finite-improvement dynamics of Chen et al.
 (2015, IEEE/ACM ToN): devices revise in turn to a strictly better option until
 no device can improve alone (a pure Nash equilibrium) or a round limit is hit.
+
+Under equal shares (the default) a device's own cost depends on the others only
+through the number of devices on each server, so both dynamics keep those counts
+[M] and price a device's M+1 options in O(M) (:func:`equal_share_pricer`), not by
+evaluating the whole assignment once per option (O(N M) per device, O(N^2 M) per
+round); any other ``costs_fn`` or allocation rule takes the general path.
+``tests/test_optim.py`` checks that both paths reach the same assignments.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from mecjax.config import as_params
+from mecjax.env import env as _env
+from mecjax.env import physics
 from mecjax.optim import objective
 
 IMPROVE_TOL = 1e-6  # relative improvement a device needs to switch (guarantees termination)
@@ -41,12 +51,118 @@ def own_costs(view, offload, i, prices, params, allocation_rule="equal", costs_f
     return jax.vmap(cost_if)(options)
 
 
+@struct.dataclass
+class EqualSharePricer:
+    """Each device's own cost of each option under equal shares, from the number of
+    devices on each server (:func:`equal_share_pricer`)."""
+
+    view: object
+    prices: jax.Array
+    terms: objective.CandidateTerms
+    forced: jax.Array     # [N] bool: the battery cannot pay local execution
+    params: object = struct.field(pytree_node=False)
+
+    def executed(self, offload):
+        """[N] the server each device's choice runs on (an empty battery forces option 0
+        to the best observed server, as the environment does)."""
+        return _env.force_to_best(offload, self.forced, self.terms.best_server)
+
+    def counts(self, executed):
+        """[M] int32 devices executing on each server."""
+        return physics.per_server_sum(executed, jnp.ones(executed.shape, jnp.int32),
+                                      self.params.n_servers)
+
+    def option_costs(self, i, counts, current):
+        """``(costs [M+1], executed [M+1])``: device ``i``'s own cost of each option and
+        the server each runs on, the others' executed ``counts`` [M] including device i at
+        its ``current`` executed server (0: local). The same arithmetic as
+        :func:`mecjax.optim.objective.outcome_from_terms` for that device."""
+        p, v, t = self.params, self.view, self.terms
+        m = p.n_servers
+        servers = jnp.arange(1, m + 1, dtype=jnp.int32)
+        others = counts - (servers == current).astype(counts.dtype)               # [M]
+        options = jnp.arange(m + 1, dtype=jnp.int32)
+        run_on = jnp.where(options > 0, options,
+                           jnp.where(self.forced[i], t.best_server[i], 0))        # [M+1]
+        n = physics.per_device_of_server(run_on, others).astype(jnp.float32) + 1.0
+        share = jnp.where(run_on > 0, 1.0 / n, 0.0)
+        full_rate = physics.gain_of_server(run_on, jnp.broadcast_to(t.full_rate[i], (m + 1, m)))
+        rate = jnp.maximum(jnp.where(run_on > 0, share, 1.0) * full_rate, physics.MIN_RATE_BPS)
+        one = lambda x: jnp.broadcast_to(x[i], (m + 1,))  # noqa: E731
+        out = _env.outcome_at_rate(run_on, rate, share, one(t.local_energy), one(v.task_bits),
+                                   one(v.task_cycles), one(v.cpu_freq), one(v.tx_power),
+                                   one(v.battery), v.backlog, self.prices, p,
+                                   one(v.device_backlog))
+        return out.cost, run_on
+
+
+def equal_share_pricer(view, prices, params) -> EqualSharePricer:
+    """The :class:`EqualSharePricer` of ``view`` at ``prices`` [M]: the view's candidate
+    terms computed once."""
+    p = as_params(params)
+    terms = objective.candidate_terms(view, p, "equal")
+    return EqualSharePricer(view=view, prices=jnp.asarray(prices, jnp.float32), terms=terms,
+                            forced=view.battery < terms.local_energy, params=p)
+
+
+def _greedy_counted(pricer: EqualSharePricer, order):
+    """:func:`greedy` under equal shares, the server counts carried."""
+    n = pricer.forced.shape[0]
+    a0 = jnp.zeros((n,), jnp.int32)
+    run0 = pricer.executed(a0)
+
+    def choose(carry, i):
+        a, run, counts = carry
+        costs, run_on = pricer.option_costs(i, counts, run[i])
+        best = jnp.argmin(costs).astype(jnp.int32)
+        servers = jnp.arange(1, counts.shape[0] + 1, dtype=jnp.int32)
+        counts = (counts - (servers == run[i]).astype(counts.dtype)
+                  + (servers == run_on[best]).astype(counts.dtype))
+        return (a.at[i].set(best), run.at[i].set(run_on[best]), counts), None
+
+    (a, _, _), _ = jax.lax.scan(choose, (a0, run0, pricer.counts(run0)), order)
+    return a
+
+
+def _best_response_counted(pricer: EqualSharePricer, a0, max_rounds: int):
+    """:func:`best_response`'s rounds under equal shares, the server counts carried."""
+    n = a0.shape[0]
+    servers = jnp.arange(1, pricer.params.n_servers + 1, dtype=jnp.int32)
+
+    def revise(carry, i):
+        a, run, counts, changed = carry
+        costs, run_on = pricer.option_costs(i, counts, run[i])
+        best = jnp.argmin(costs).astype(jnp.int32)
+        better = costs[best] < costs[a[i]] * (1 - IMPROVE_TOL)
+        choice = jnp.where(better, best, a[i])
+        counts = (counts - (servers == run[i]).astype(counts.dtype)
+                  + (servers == run_on[choice]).astype(counts.dtype))
+        return (a.at[i].set(choice), run.at[i].set(run_on[choice]), counts,
+                changed | better), None
+
+    def one_round(state):
+        a, _, rounds = state
+        run = pricer.executed(a)
+        (a, _, _, changed), _ = jax.lax.scan(revise, (a, run, pricer.counts(run), False),
+                                             jnp.arange(n))
+        return a, changed, rounds + 1
+
+    def keep_going(state):
+        _, changed, rounds = state
+        return changed & (rounds < max_rounds)
+
+    a, changed, rounds = jax.lax.while_loop(keep_going, one_round, (a0, True, 0))
+    return a, ~changed, rounds
+
+
 def greedy(view, prices, params, allocation_rule="equal", order=None, costs_fn=None):
     """[N] devices in turn (index order, or ``order``) pick their cheapest option
     given the choices made before them; devices not yet decided compute locally.
     ``costs_fn``: as in :func:`own_costs`."""
     p = as_params(params)
     order = jnp.arange(p.n_devices) if order is None else order
+    if costs_fn is None and allocation_rule == "equal":
+        return _greedy_counted(equal_share_pricer(view, prices, p), order)
     if costs_fn is None:   # built once, outside the scan
         costs_fn = slot_costs_fn(view, prices, params, allocation_rule)
 
@@ -69,6 +185,11 @@ def best_response(view, prices, params, init=None, max_rounds: int = 20,
     this slot's weighted cost).
     """
     p = as_params(params)
+    if costs_fn is None and allocation_rule == "equal":
+        pricer = equal_share_pricer(view, prices, p)
+        a0 = (_greedy_counted(pricer, jnp.arange(p.n_devices)) if init is None
+              else init.astype(jnp.int32))
+        return _best_response_counted(pricer, a0, max_rounds)
     if costs_fn is None:   # built once, outside the loops
         costs_fn = slot_costs_fn(view, prices, params, allocation_rule)
     a0 = (greedy(view, prices, params, allocation_rule, costs_fn=costs_fn) if init is None

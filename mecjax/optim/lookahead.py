@@ -19,7 +19,9 @@ slot plans again on a fresh prediction (receding horizon).
 
 :func:`cooperative_plan` minimises eq. 22 as written, the system's cost
 summed over devices and slots, by coordinate descent over (slot, device)
-pairs (:mod:`mecjax.optim.coordinate`).
+pairs: under equal shares on its server-level form, where a move costs O(H M)
+(:mod:`mecjax.optim.plan_descent`), else by simulating the horizon for every
+option (:mod:`mecjax.optim.coordinate`).
 
 ``slots`` is any pytree with ``task_bits`` [H, N], ``task_cycles`` [H, N] and
 ``gain`` [H, N, M] (the twin's :class:`~mecjax.learners.twin.Slots`).
@@ -34,7 +36,7 @@ from mecjax.config import as_params
 from mecjax.env import dynamics
 from mecjax.env import env as _env
 from mecjax.env.types import Observation
-from mecjax.optim import coordinate, objective
+from mecjax.optim import coordinate, objective, plan_descent
 
 
 def predicted_view(obs: Observation, slots, k, battery=None, backlog=None,
@@ -142,6 +144,10 @@ def cooperative_plan(obs: Observation, slots, myopic, prices, params, max_sweeps
     held = as_plan(myopic, horizon)
     local = jnp.zeros_like(held)
     start = jnp.where(value_of(local) < value_of(held), local, held)
+    if plan_descent.supported(p, allocation_rule):
+        t = plan_descent.plan_terms(obs, slots, terms, prices, p)
+        plan, _, converged = plan_descent.descend(t, start, p, value_of, max_sweeps)
+        return plan, value_of(plan), converged
     plan, value, _, converged = coordinate.coordinate_descent(value_of, start,
                                                               p.n_servers + 1, max_sweeps)
     return plan, value, converged

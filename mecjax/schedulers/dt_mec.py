@@ -73,12 +73,12 @@ class DTMEC(LearnedScheduler):
     max_rounds: int = 5       # best-response rounds per slot (selfish; cooperative's start)
     forecast: str = "twin"
     lookahead: str = "cooperative"   # eq. 22 as written, or "selfish" (the horizon game)
-    # Coordinate-descent sweeps over the H x N (slot, device) pairs per slot. Each sweep
-    # costs O(H^2 N^2 M) evaluations (every move re-evaluates the horizon), the bulk of a
-    # DT-MEC rollout at N = 150. Measured at N = 150 (32 instances x 3 slots, shipped
-    # twin): 3 sweeps give a mean cost within 0.1% of 10 sweeps' (0.08548 vs 0.08541) at
-    # less than half the time, so 3 is the default; the descent stops earlier on its own
-    # when a sweep moves nothing.
+    # Coordinate-descent sweeps over the H x N (slot, device) pairs per slot; the descent
+    # stops earlier on its own when a sweep moves nothing. Measured at N = 150 (32
+    # instances x 3 slots, shipped twin) when every move simulated the horizon (O(H^2 N^2
+    # M) per sweep): 3 sweeps gave a mean cost within 0.1% of 10 sweeps' (0.08548 vs
+    # 0.08541) at less than half the time, so 3 is the default. Moves now cost O(H M)
+    # (mecjax.optim.plan_descent) and make the same choices, so more sweeps are cheap.
     max_sweeps: int = 3
 
     def __post_init__(self):
