@@ -129,10 +129,20 @@ def evaluate_rate(n: int, batch: int, repeats: int = 3, eval_repeats: int = 8) -
     reset instances (the evaluate column of :func:`bench_env_row`)."""
     s = Scenario(n_devices=n)
     states = jax_reset(jax.random.split(jax.random.key(0), batch), s)
-    offsets = jnp.asarray(np.random.default_rng(0).integers(0, s.n_servers + 1, (batch, n)))
+    return _timed_evaluate(states, _random_offsets(n, batch, s), s, repeats, eval_repeats)
+
+
+def _random_offsets(n: int, batch: int, s: Scenario):
+    """[B, N] the fixed random decisions every evaluate timing uses."""
+    return jnp.asarray(np.random.default_rng(0).integers(0, s.n_servers + 1, (batch, n)))
+
+
+def _timed_evaluate(states, offsets, s: Scenario, repeats: int, eval_repeats: int) -> float:
+    """Device-evaluations/s of ``eval_repeats`` jitted, vmapped evaluations of ``offsets``
+    on ``states`` (after an untimed compile and warm-up run; best of ``repeats``)."""
     run = lambda: jax.block_until_ready(_jax_evaluate_many(states, offsets, s, eval_repeats))  # noqa: E731
     run()
-    return n * batch * eval_repeats / best_time(run, repeats)
+    return offsets.size * eval_repeats / best_time(run, repeats)
 
 
 def _slots_for(n: int, batch: int, budget: float, min_slots: int = 3, max_slots: int = 200) -> int:
@@ -152,15 +162,11 @@ def bench_env_row(n: int, batch: int, budget: float = 4e6, repeats: int = 3,
     jax.block_until_ready(jax_rollout(keys, states, s, slots))  # compile + warm-up
     t_jax = best_time(lambda: jax.block_until_ready(jax_rollout(keys, states, s, slots)), repeats)
 
-    offsets = jnp.asarray(np.random.default_rng(0).integers(0, s.n_servers + 1, (batch, n)))
-    jax.block_until_ready(_jax_evaluate_many(states, offsets, s, eval_repeats))
-    t_jax_eval = best_time(
-        lambda: jax.block_until_ready(_jax_evaluate_many(states, offsets, s, eval_repeats)), repeats)
-
+    offsets = _random_offsets(n, batch, s)
     row = {
         "n_devices": n, "batch": batch, "slots": slots,
         "jax_step_dev_per_s": n * batch * slots / t_jax,
-        "jax_eval_dev_per_s": n * batch * eval_repeats / t_jax_eval,
+        "jax_eval_dev_per_s": _timed_evaluate(states, offsets, s, repeats, eval_repeats),
     }
 
     # NumPy: the same slots, float32, its own generator; skipped where it would take minutes.

@@ -75,18 +75,18 @@ def slot_terms(view, prices, params) -> SlotTerms:
     k = (p.alpha + p.beta * view.tx_power[:, None]) * view.task_bits[:, None] / (
         p.bandwidth_hz * se)
     cycles = view.task_cycles
+    local_energy = physics.local_energy(cycles, view.cpu_freq, p.kappa)                # [N]
     local = physics.weighted_cost(env.local_latency(cycles, view.cpu_freq,
                                                     view.device_backlog, p),
-                                  physics.local_energy(cycles, view.cpu_freq, p.kappa), 0.0,
-                                  p.alpha, p.beta, p.gamma)                             # [N]
+                                  local_energy, 0.0, p.alpha, p.beta, p.gamma)          # [N]
     wait = physics.queue_wait(view.backlog, p.server_cpu_hz)                           # [M]
     wan = env.wan_delays(p)
     if wan is not None:
         wait = wait + wan
     edge_own = (p.alpha * wait[None, :]
                 + p.gamma * physics.payment(prices[None, :], cycles[:, None]))       # [N, M]
-    best = jnp.argmax(view.gain_observed, axis=-1).astype(jnp.int32) + 1
-    forced = view.battery < physics.local_energy(cycles, view.cpu_freq, p.kappa)
+    best = env.best_observed_server(view.gain_observed)
+    forced = view.battery < local_energy
     n, m = edge_own.shape
     servers = jnp.broadcast_to(jnp.arange(1, m + 1, dtype=jnp.int32), (n, m))
     target = jnp.concatenate([jnp.where(forced, best, 0)[:, None], servers], axis=1)
