@@ -76,14 +76,16 @@ def test_bench_scale_writes_table_figure_and_exponents(tmp_path):
     assert abs(growth_exponent([10, 100, 1000], [1.0, 10.0, 100.0], 10) - 1.0) < 1e-9
     assert abs(growth_exponent([150, 300], [1.0, 4.0], 150) - 2.0) < 1e-9
     # Each (N, B) point is a compiled program: the B series' one point is a point of the N
-    # series (served by the persistent compilation cache), so 2 + 2 programs in all.
-    res = bench_scale(ns=(8, 16), env_batch=2, batches=(2,), batch_n=8, qio_ns=(8, 16),
-                      qio_batch=1, qio_batches=(1,), qio_iterations=2, repeats=1, budget=100,
+    # series (served by the persistent compilation cache), so 2 + 2 programs in all, and
+    # the env point N = 5, B = 2 (20 slots on this budget) is the rollout
+    # test_bench_env_writes_markdown_and_json compiled: 1 + 2 new ones.
+    res = bench_scale(ns=(5, 16), env_batch=2, batches=(2,), batch_n=5, qio_ns=(5, 16),
+                      qio_batch=1, qio_batches=(1,), qio_iterations=2, repeats=1, budget=200,
                       out_dir=tmp_path, log=lambda *_: None)
     assert set(res["exponents"]) == {"env_vs_n", "env_vs_batch", "qio_vs_n", "qio_vs_batch"}
     assert len(res["rows"]["env_n"]) == 2 and res["rows"]["env_n"][0]["memory_bytes"] > 0
     assert [(r["n_devices"], r["batch"]) for r in res["rows"]["env_b"] + res["rows"]["qio_b"]] \
-        == [(8, 2), (8, 1)]
+        == [(5, 2), (5, 1)]
     assert "fitted exponent" in (tmp_path / "scale.md").read_text()
     assert (tmp_path / "scale.png").stat().st_size > 1000
 

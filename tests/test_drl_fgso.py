@@ -16,7 +16,9 @@ from mecjax.learners import drl_fgso as L
 from mecjax.learners import fedavg
 from mecjax.learners.base import get_learner
 from mecjax.nets import qnet
+from mecjax.learners.store import TrainedPolicy
 from mecjax.schedulers import Transition, make
+from mecjax.schedulers.learned import in_memory
 from mecjax.stats import summarize
 from train.run import train
 
@@ -265,8 +267,16 @@ def test_auto_reset_when_episode_ends(stepper):
 
 def test_training_lowers_cost_against_untrained_self(trained):
     run_dir, _ = trained
-    untrained = mean_cost(make("drl_fgso"), TINY)
-    learned = mean_cost(make("drl_fgso", checkpoint=str(run_dir)), TINY)
+    # The run's own untrained policy (seed 3's initial state, the state training started
+    # from) against its trained one, both in memory: one compiled rollout, two sets of
+    # weights (the initial ones placed on the device as a checkpoint's are: jit compiles
+    # per placement of its arguments).
+    learner = get_learner("drl_fgso", **HYPER)
+    initial = jax.device_put(learner.policy(learner.init(jax.random.key(3), TINY)),
+                             jax.devices()[0])
+    untrained = mean_cost(make("drl_fgso", trained=TrainedPolicy("drl_fgso", "", TINY, initial)),
+                          TINY)
+    learned = mean_cost(in_memory(make("drl_fgso", checkpoint=str(run_dir))), TINY)
     local = mean_cost(make("local"), TINY)
     assert learned < 0.75 * untrained, (learned, untrained)
     assert learned < local, (learned, local)

@@ -54,8 +54,9 @@ def _gat_and_params(graph, seed=0):
 
 
 def test_attention_over_each_nodes_incoming_edges_sums_to_one():
-    obs, _ = _obs(mecjax.Scenario(n_devices=9, n_servers=3))
-    g = _graph(obs, mecjax.Scenario(n_devices=9, n_servers=3))
+    # The sizes of the equivariance test below: its reset and graph programs.
+    obs, _ = _obs(mecjax.Scenario(n_devices=10, n_servers=3))
+    g = _graph(obs, mecjax.Scenario(n_devices=10, n_servers=3))
     apply, p = _gat_and_params(g)
     _, attention = apply(p, g, return_attention=True)
     v = g.nodes.shape[0]

@@ -44,6 +44,14 @@ def _np_noise(tree):
     return {k: np.asarray(v) for k, v in tree.items()}
 
 
+# One program each per scenario (eagerly, each operation of the noise streams and of the
+# reset would compile on its own, once per shape).
+_reset_noise = jax.jit(jax.vmap(env.reset_noise, (0, None)), static_argnums=1)
+_step_noise = jax.jit(jax.vmap(env.step_noise, (0, None)), static_argnums=1)
+_reset_from_noise = jax.jit(jax.vmap(env.reset_from_noise, (0, None)), static_argnums=1)
+_transition = jax.jit(jax.vmap(env.transition, (0, 0, 0, None)), static_argnums=3)
+
+
 # Every extension on (docs/model.md, "Extensions"): hard battery with small batteries (tasks
 # fail), device queues on a short slot (they carry), per-server CPU and bandwidth, a remote
 # cloud, fixed server and initial device positions, mobility (the cloud's gain follows the
@@ -66,11 +74,11 @@ EXTENDED = mecjax.Scenario(
 ], ids=["static", "mobility", "extensions"])
 def test_jax_matches_numpy_over_a_trajectory(s, batch, slots):
     keys = jax.random.split(jax.random.key(0), batch)
-    rn = jax.vmap(env.reset_noise, (0, None))(keys, s)
-    state = jax.jit(jax.vmap(env.reset_from_noise, (0, None)), static_argnums=1)(rn, s)
+    rn = _reset_noise(keys, s)
+    state = _reset_from_noise(rn, s)
     ref = nm.reset_from_noise(_np_noise(rn), s)
     _assert_close(state, ref, "reset")
-    transition = jax.jit(jax.vmap(env.transition, (0, 0, 0, None)), static_argnums=3)
+    transition = _transition
     rng = np.random.default_rng(1)
     seen = {"failed": 0, "queued": 0}
     for t in range(slots):
@@ -87,8 +95,7 @@ def test_jax_matches_numpy_over_a_trajectory(s, batch, slots):
         dec = env.Decision(jnp.asarray(off, jnp.int32), jnp.asarray(prices, jnp.float32),
                            None if bw is None else jnp.asarray(bw, jnp.float32),
                            None if cpu is None else jnp.asarray(cpu, jnp.float32))
-        sn = jax.vmap(env.step_noise, (0, None))(jax.random.split(jax.random.key(100 + t), batch),
-                                                 s)
+        sn = _step_noise(jax.random.split(jax.random.key(100 + t), batch), s)
         # NumPy gets the float32-rounded decision the JAX side sees.
         bw32 = None if bw is None else np.asarray(dec.bandwidth_share)
         cpu32 = None if cpu is None else np.asarray(dec.cpu_share)
@@ -131,15 +138,15 @@ def test_whole_trajectory_does_not_drift(small):
     """Float32 JAX and float64 NumPy over 30 slots from the same draws: no drift
     beyond float32 rounding amplified by deep fades (mean cost within 1e-4)."""
     keys = jax.random.split(jax.random.key(5), B)
-    rn = jax.vmap(env.reset_noise, (0, None))(keys, small)
-    state = jax.vmap(env.reset_from_noise, (0, None))(rn, small)
+    rn = _reset_noise(keys, small)
+    state = _reset_from_noise(rn, small)
     ref = nm.reset_from_noise(_np_noise(rn), small)
-    transition = jax.jit(jax.vmap(env.transition, (0, 0, 0, None)), static_argnums=3)
+    transition = _transition
     off = np.tile(np.arange(small.n_devices) % (small.n_servers + 1), (B, 1))
     prices = np.full((B, small.n_servers), 0.5, np.float32)
     dec = env.Decision(jnp.asarray(off, jnp.int32), jnp.asarray(prices))
     for t in range(30):
-        sn = jax.vmap(env.step_noise, (0, None))(jax.random.split(jax.random.key(t), B), small)
+        sn = _step_noise(jax.random.split(jax.random.key(t), B), small)
         _, state, _, _, info = transition(state, dec, sn, small)
         ref, _, met = nm.step_from_noise(ref, off, prices, _np_noise(sn), small)
         np.testing.assert_allclose(info["mean_cost"], met["mean_cost"], rtol=1e-4)

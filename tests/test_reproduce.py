@@ -47,7 +47,8 @@ def test_interrupted_reproduce_resumes_without_redoing(tmp_path, monkeypatch):
         return real(*args, **kw)
 
     monkeypatch.setattr(rep, "run_cell", flaky)
-    settings = Settings(instances=2, slots=2, sizes=(5, 6), methods=("local",))
+    # SETTINGS' instances and slots: the cells are the compiled programs of the test above.
+    settings = Settings(instances=3, slots=2, sizes=(5, 6), methods=("local",))
     try:
         rep.reproduce(settings, out_dir=tmp_path, log=lambda *_: None)
     except KeyboardInterrupt:
@@ -92,7 +93,8 @@ def test_reproduce_config_file_matches_the_defaults_and_full_is_paper_scale():
 def test_cells_run_in_worker_processes_equal_those_run_in_process(tmp_path):
     # `mecjax reproduce` runs two cells at once in spawned processes by default; every
     # cell's numbers must not depend on that.
-    settings = Settings(instances=2, slots=2, sizes=(5,), methods=("local", "greedy"),
+    # SETTINGS' instances and slots: the cells are the compiled programs of the first test.
+    settings = Settings(instances=3, slots=2, sizes=(5,), methods=("local", "greedy"),
                         ablation_size=None)
     one = reproduce(settings, out_dir=tmp_path / "one", log=lambda *_: None, workers=1)
     two = reproduce(settings, out_dir=tmp_path / "two", log=lambda *_: None, workers=2)

@@ -23,7 +23,7 @@ from mecjax.learners.store import load_policy_checkpoint, run_config
 from mecjax.optim import game
 from mecjax.schedulers import available, make
 
-from conftest import QUICK_COMPILE
+from conftest import QUICK_COMPILE, quick_rollout
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,13 +83,18 @@ def test_the_library_reads_no_checkpoint_inside_a_trace():
 # At N = 50 with their default budgets (the paper's N = 150 runs in test_paper_scale, and
 # every size compiles its own program: one size here keeps the suite's compile time down).
 CASES = [(name, 50) for name in PAPER_SCHEDULERS if name != "exact"]
+# The schedulers whose public rollouts test_rollout_is_deterministic_... runs again (the
+# same compiled programs); the others' rollouts (jit of vmap of the same rollout_instance)
+# are compiled with QUICK_COMPILE: they run for milliseconds.
+PUBLIC_ROLLOUT = ("local", "random", "greedy")
 
 
 @pytest.mark.parametrize("name,n", CASES)
 def test_every_scheduler_rolls_out_under_jit_and_vmap(name, n):
     s = mecjax.Scenario(n_devices=n, n_servers=3)
     sched = make(name)
-    out = rollout.rollout(sched, s, jax.random.key(0), n_instances=2, n_slots=2)
+    run = rollout.rollout if name in PUBLIC_ROLLOUT else quick_rollout
+    out = run(sched, s, jax.random.key(0), n_instances=2, n_slots=2)
     assert set(out) == set(rollout.METRICS)
     for k, v in out.items():
         assert v.shape == (2, 2), k
@@ -116,7 +121,7 @@ def test_exact_refuses_large_instances_clearly(n):
 
 def test_exact_is_never_worse_than_the_heuristics_on_the_same_observation():
     s = mecjax.Scenario(n_devices=6, n_servers=3)
-    out = rollout.rollout(make("exact"), s, jax.random.key(1), n_instances=2, n_slots=2)
+    out = quick_rollout(make("exact"), s, jax.random.key(1), n_instances=2, n_slots=2)
     assert all(np.isfinite(np.asarray(v)).all() for v in out.values())
     assert (np.asarray(out["invalid_decision"]) == 0).all()
 
@@ -151,6 +156,7 @@ def test_rollout_is_deterministic_and_schedulers_face_the_same_instances():
     key, B = jax.random.key(3), 2
     run = lambda name: {k: np.asarray(v) for k, v in  # noqa: E731
                         rollout.rollout(make(name), s, key, n_instances=B, n_slots=2).items()}
+    assert {"local", "random", "greedy"} <= set(PUBLIC_ROLLOUT)
     local = run("local")
     rand_a, greedy, rand_b = run("random"), run("greedy"), run("random")
     local_again = run("local")
@@ -198,7 +204,8 @@ TINY = mecjax.Scenario(n_devices=6, n_servers=2, horizon=8)
 GAT = get_learner("gat_mec", n_envs=2)
 
 
-_init = jax.jit(lambda learner, key, scenario: learner.init(key, scenario), static_argnums=(0, 2))
+_init = jax.jit(lambda learner, key, scenario: learner.init(key, scenario), static_argnums=(0, 2),
+                compiler_options=QUICK_COMPILE)
 
 
 def save_run(learner, scenario, directory, step, seed=0):
@@ -301,9 +308,9 @@ def test_ts_hybrid_sb_bandit_learns_online():
     s = mecjax.Scenario(n_devices=10, n_servers=3)
     sched = make("ts_hybrid_sb", iterations=20)
     slots, levels = 30, sched.n_levels
-    act = jax.jit(lambda k, st, o: sched.act(k, st, o, s))
-    observe = jax.jit(lambda st, tr: sched.observe(st, tr, s))
-    step = jax.jit(lambda k, st, d: env.step(k, st, d, s))
+    act = jax.jit(lambda k, st, o: sched.act(k, st, o, s), compiler_options=QUICK_COMPILE)
+    observe = jax.jit(lambda st, tr: sched.observe(st, tr, s), compiler_options=QUICK_COMPILE)
+    step = jax.jit(lambda k, st, d: env.step(k, st, d, s), compiler_options=QUICK_COMPILE)
     grid = np.asarray(mecjax.optim.pricing.price_levels(s, levels))
     key = jax.random.key(5)
     obs, state = env.reset(key, s)

@@ -27,6 +27,8 @@ from train.curves import read_metrics
 from train.recipes import TASK_SEEDS, task_gat_template, task_shipped_dir
 from train.run import train
 
+from conftest import quick_rollout
+
 
 
 @jax.jit
@@ -137,7 +139,6 @@ def test_resumed_k_seed_run_is_bit_identical(runs):
 
 def test_per_seed_export_is_an_ordinary_policy_a_scheduler_runs(runs, tmp_path):
     import mecjax.schedulers
-    from mecjax.rollout import rollout
 
     root, full, _, _, _ = runs
     with pytest.raises(ValueError, match="seed=k"):
@@ -171,7 +172,7 @@ def test_per_seed_export_is_an_ordinary_policy_a_scheduler_runs(runs, tmp_path):
     for a, b in zip(_leaves(trained.policy), _leaves(DRL.policy(want))):
         np.testing.assert_array_equal(a, b)
     sched = mecjax.schedulers.make("drl_fgso", checkpoint=str(tmp_path / "drl_s1"))
-    metrics = rollout(sched, S, jax.random.key(0), 1, 1)
+    metrics = quick_rollout(sched, S, jax.random.key(0), 1, 1)   # jit of vmap, QUICK_COMPILE
     assert np.isfinite(np.asarray(metrics["mean_cost"])).all()
 
 

@@ -17,7 +17,8 @@ from mecjax.nets import actor_critic as ac
 from mecjax.schedulers import make
 from mecjax.schedulers import tsg_marl as _sched  # noqa: F401  (registers "tsg_marl")
 from mecjax.learners.base import train_chunk
-from mecjax.learners.store import load_run
+from mecjax.learners.store import TrainedPolicy, load_run
+from mecjax.schedulers.learned import in_memory
 from train.run import train
 
 from conftest import QUICK_COMPILE, quick_rollout
@@ -57,10 +58,16 @@ def _mean_cost(scheduler, scenario, n=16, slots=20):
     return float(jnp.mean(out["mean_cost"]))
 
 
-def test_training_lowers_cost_against_untrained_self(full_run):
+def test_training_lowers_cost_against_untrained_self(full_run, learner):
     run, _ = full_run
-    trained = _mean_cost(make("tsg_marl", checkpoint=str(run)), S)
-    untrained = _mean_cost(make("tsg_marl"), S)
+    # The run's own untrained policy (seed 0's initial state, the state training started
+    # from) against its trained one, both in memory: one compiled rollout, two sets of
+    # weights (the initial ones placed on the device as a checkpoint's are: jit compiles
+    # per placement of its arguments).
+    initial = jax.device_put(learner.policy(learner.init(jax.random.key(0), S)),
+                             jax.devices()[0])
+    trained = _mean_cost(in_memory(make("tsg_marl", checkpoint=str(run))), S)
+    untrained = _mean_cost(make("tsg_marl", trained=TrainedPolicy("tsg_marl", "", S, initial)), S)
     local = _mean_cost(make("local"), S)
     print("tsg_marl trained/untrained/local", trained, untrained, local)
     assert trained < 0.8 * untrained, (trained, untrained)

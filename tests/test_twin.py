@@ -26,6 +26,8 @@ from mecjax.rollout import rollout
 from mecjax.schedulers import make
 from train.curves import read_metrics
 
+from conftest import quick_rollout
+
 S = mecjax.Scenario(n_devices=8, n_servers=2)
 LEARNER = TwinLearner(lstm_hidden=16, n_envs=4, window=24)
 UPDATES = 200  # margins after 200 updates: tasks ~0.33, channel ~0.17 (5 seeds)
@@ -138,7 +140,8 @@ def test_dt_mec_reads_its_twin_once_and_checks_it_in_init(run_dir, trained):
     for a, b in zip(jax.tree.leaves(sched), jax.tree.leaves(trained)):
         np.testing.assert_array_equal(a, b)
     bigger = S.replace(n_devices=12, horizon=4)           # any N: the forecaster is per device
-    out = rollout(sched, bigger, jax.random.key(0), 2, 3)
+    # The rollout (jit of vmap) compiled with QUICK_COMPILE: it runs for milliseconds.
+    out = quick_rollout(sched, bigger, jax.random.key(0), 2, 3)
     assert np.isfinite(np.asarray(out["mean_cost"])).all()
     # Checked at init, also under jit: a Scenario's fields are static there.
     with pytest.raises(CheckpointMismatchError, match="fading_rho=0.9.*fading_rho=0.8"):
@@ -150,23 +153,28 @@ def test_dt_mec_reads_its_twin_once_and_checks_it_in_init(run_dir, trained):
         sched.init(jax.random.key(0), S.replace(burst_rho=0.5).params())
 
 
-def test_cli_trains_and_resumes_bit_identically(tmp_path):
-    args = ["train", "twin", "--n-devices", "6", "--n-servers", "2", "--chunk", "2", "--set",
-            "lstm_hidden=8", "--set", "n_envs=2", "--set", "window=6"]
+def test_cli_trains_and_resumes_bit_identically(tmp_path, run):
+    # The module run's learner, scenario and chunk (S, LEARNER, chunks of 100 updates): the
+    # CLI's compiled chunk and init are that run's, served by the persistent compilation
+    # cache (the subprocess gets its directory) instead of compiled again.
+    assert (S.n_devices, S.n_servers) == (8, 2) and S == mecjax.Scenario(n_devices=8, n_servers=2)
+    args = ["train", "twin", "--n-devices", "8", "--n-servers", "2", "--chunk", "100", "--set",
+            f"lstm_hidden={LEARNER.lstm_hidden}", "--set", f"n_envs={LEARNER.n_envs}", "--set",
+            f"window={LEARNER.window}"]
     part, full = tmp_path / "part", tmp_path / "full"
     env = {**os.environ, "MECJAX_CACHE_DIR": os.environ.get(
         "MECJAX_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".jax_cache"))}
-    proc = subprocess.run([sys.executable, "-m", "mecjax.cli", *args, "--updates", "2",
+    proc = subprocess.run([sys.executable, "-m", "mecjax.cli", *args, "--updates", "100",
                            "--run-dir", str(part)], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "loss" in proc.stdout and (part / "ckpt" / "2").exists()
-    assert main([*args, "--updates", "4", "--run-dir", str(part), "--resume"]) == 0
-    assert main([*args, "--updates", "4", "--run-dir", str(full)]) == 0
+    assert "loss" in proc.stdout and (part / "ckpt" / "100").exists()
+    assert main([*args, "--updates", "200", "--run-dir", str(part), "--resume"]) == 0
+    assert main([*args, "--updates", "200", "--run-dir", str(full)]) == 0
     learner, scenario, s_part, _ = load_run(part)
     _, _, s_full, _ = load_run(full)
-    assert learner == get_learner("twin", lstm_hidden=8, n_envs=2, window=6)
-    assert scenario.n_devices == 6 and int(s_part.step) == 4
+    assert learner == get_learner("twin", lstm_hidden=16, n_envs=4, window=24) == LEARNER
+    assert scenario.n_devices == 8 and int(s_part.step) == 200
     leaves = lambda t: [np.asarray(jax.random.key_data(x)) if jnp.issubdtype(  # noqa: E731
         x.dtype, jax.dtypes.prng_key) else np.asarray(x) for x in jax.tree.leaves(t)]
     for a, b in zip(leaves(s_part), leaves(s_full)):
