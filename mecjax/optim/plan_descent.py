@@ -124,7 +124,7 @@ class PlanState:
 
 
 def _energy(t: PlanTerms, run, moved, count, k):
-    """[N] each device's energy in slot ``k`` (static) under equal shares."""
+    """[N] each device's energy in slot ``k`` under equal shares."""
     return jnp.where(run > 0, moved * physics.per_device_of_server(run, count),
                      t.local_energy[k])
 
@@ -155,25 +155,22 @@ def plan_state(t: PlanTerms, plan, params) -> PlanState:
     observation with the mean harvest (as :func:`mecjax.optim.lookahead.horizon_costs`)."""
     p = as_params(params)
     m = p.n_servers
-    # the H slots unrolled (H is small and static): one fused program, not a loop of small ones
-    battery = t.battery0
-    rows = []
-    for k in range(plan.shape[0]):
+    def slot(battery, k):
         forced = battery < t.local_energy[k]
         run = _env.force_to_best(plan[k], forced, t.best_server[k])
         count = physics.per_server_sum(run, jnp.ones(run.shape, jnp.float32), m)
         moved = physics.gain_of_server(run, t.unit_energy[k])
         energy = _energy(t, run, moved, count, k)
-        rows.append((run, moved, count,
-                     physics.per_server_sum(run, physics.gain_of_server(run, t.unit[k]), m),
-                     physics.per_server_sum(run, physics.gain_of_server(run, t.edge_own[k]), m),
-                     physics.per_server_sum(run, t.cycles[k], m),
-                     jnp.sum(jnp.where(run == 0, t.local_cost[k], 0.0)), energy, battery,
-                     forced))
-        battery = dynamics.battery_update(battery, energy, 0.5, p.harvest_max_j,
-                                          p.battery_capacity_j)
-    run, moved, count, unit, edge, work, local, energy, battery, forced = (
-        jnp.stack(x) for x in zip(*rows))
+        out = (run, moved, count,
+               physics.per_server_sum(run, physics.gain_of_server(run, t.unit[k]), m),
+               physics.per_server_sum(run, physics.gain_of_server(run, t.edge_own[k]), m),
+               physics.per_server_sum(run, t.cycles[k], m),
+               jnp.sum(jnp.where(run == 0, t.local_cost[k], 0.0)), energy, battery, forced)
+        return dynamics.battery_update(battery, energy, 0.5, p.harvest_max_j,
+                                       p.battery_capacity_j), out
+
+    _, (run, moved, count, unit, edge, work, local, energy, battery, forced) = jax.lax.scan(
+        slot, t.battery0, jnp.arange(plan.shape[0]))
     return PlanState(run=run, moved=moved, count=count, unit=unit, edge=edge, work=work,
                      local=local, energy=energy, battery=battery, forced=forced,
                      slack=_slack(t, plan, battery))
@@ -184,7 +181,7 @@ def aggregate_value(t: PlanTerms, count, unit, edge, work, local, params):
     ([H, M] and [H]); the backlog chain starts from the observation."""
     p = as_params(params)
     backlog, total = t.backlog0, 0.0
-    for k in range(count.shape[0]):        # unrolled, as in plan_state
+    for k in range(count.shape[0]):        # unrolled: H is small, and the sums are [M]
         wait = physics.queue_wait(backlog, p.server_cpu_hz)
         total = total + jnp.sum(count[k] * unit[k] + p.alpha * count[k] * wait + edge[k])
         total = total + local[k]
@@ -263,11 +260,7 @@ def apply_move(t: PlanTerms, s: PlanState, plan, k, i, moves: Moves, o, params) 
     moved = s.moved.at[k, i].set(jnp.where(b > 0, t.unit_energy[k, i, jnp.maximum(b - 1, 0)],
                                            0.0))
     count = s.count.at[k].set(moves.count[o])
-    energy = s.energy
-    for slot in range(plan.shape[0]):          # slot k's energies (k is traced: a select)
-        energy = energy.at[slot].set(jnp.where(slot == k, _energy(t, run[slot], moved[slot],
-                                                                   count[slot], slot),
-                                               energy[slot]))
+    energy = s.energy.at[k].set(_energy(t, run[k], moved[k], count[k], k))
     battery = _batteries(t, energy, params)
     return s.replace(run=run, moved=moved, count=count, unit=s.unit.at[k].set(moves.unit[o]),
                      edge=s.edge.at[k].set(moves.edge[o]),
