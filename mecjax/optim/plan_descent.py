@@ -29,11 +29,17 @@ later slot (the battery update is 1-Lipschitz), so the move is safe when that
 change is below the device's smallest later margin |battery - local energy|
 in the slots where it plans to compute locally. Otherwise, and where a
 vanishing channel could reach the 1 bit/s rate floor, the pair's options are
-evaluated by simulating the horizon (:func:`mecjax.optim.lookahead.plan_mean_cost`).
-Under ``vmap`` those evaluations, and the rebuild of the aggregates after
-an accepted move, run in a loop that executes only when some instance needs
-it. ``tests/test_plan_descent.py`` checks moves, values and results against
-the horizon simulation.
+evaluated by simulating the horizon (:func:`mecjax.optim.lookahead.plan_mean_cost`),
+and if one is accepted the aggregates are rebuilt from the plan; an accepted
+safe move updates them (slot k's row, the energies, every later battery and
+margin). Under ``vmap`` the simulations and rebuilds run in a loop that
+executes only when some instance needs it. ``tests/test_plan_descent.py``
+checks moves, values, states and results against the horizon simulation.
+
+The pairs are visited in the order of
+:func:`mecjax.optim.coordinate.coordinate_descent` and a move must improve by
+more than its ``IMPROVE_TOL``, so both descents make the same moves up to the
+float rounding of near ties.
 
 Scenarios with ``battery_hard`` (a failure depends on the battery and the
 count) or ``device_queue`` (a local task delays the device's later ones) and
