@@ -10,7 +10,7 @@ through the number of devices on each server, so both dynamics keep those counts
 [M] and price a device's M+1 options in O(M) (:func:`equal_share_pricer`), not by
 evaluating the whole assignment once per option (O(N M) per device, O(N^2 M) per
 round); any other ``costs_fn`` or allocation rule takes the general path.
-``tests/test_optim.py`` checks that both paths reach the same assignments.
+``tests/test_plan_descent.py`` checks that both paths reach the same assignments.
 """
 
 from __future__ import annotations
