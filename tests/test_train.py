@@ -15,6 +15,8 @@ from mecjax.learners.store import load_run
 from train.curves import read_metrics
 from train.run import train
 
+from conftest import QUICK_COMPILE
+
 
 @register_learner
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +61,20 @@ S = mecjax.Scenario(n_devices=5, n_servers=2, horizon=1000)
 def _leaves(tree):
     return [np.asarray(jax.random.key_data(x)) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
             else np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_compiler_options_reach_every_chunk_program_and_only_the_rounding_differs(tmp_path):
+    # 7 updates in chunks of 5: preflight's program, then a 2-update chunk compiled apart
+    learner = get_learner("toy_test_learner")
+    plain = train(learner, S, tmp_path / "plain", total_updates=7, chunk=5, log=lambda *_: None)
+    quick = train(learner, S, tmp_path / "quick", total_updates=7, chunk=5, log=lambda *_: None,
+                  compiler_options=QUICK_COMPILE)
+    assert int(quick["step"]) == 7
+    for a, b in zip(_leaves(plain), _leaves(quick)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    with pytest.raises(Exception, match="no_such_xla_option"):   # the options are used
+        train(learner, S, tmp_path / "bad", total_updates=2, chunk=5, log=lambda *_: None,
+              check_memory=False, compiler_options={"no_such_xla_option": 1})
 
 
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):

@@ -25,7 +25,9 @@ from conftest import QUICK_COMPILE, quick_rollout
 
 S = mecjax.Scenario(n_devices=6, n_servers=2, horizon=20)
 K = 150  # updates per chunk: every train() call below compiles one chunk length
-QUIET = dict(log=lambda *_: None)
+# Every training program compiled with QUICK_COMPILE (it runs for a second; compiling is
+# most of its time): the runs compared with each other all use it.
+QUIET = dict(log=lambda *_: None, compiler_options=QUICK_COMPILE)
 _quick = partial(jax.jit, compiler_options=QUICK_COMPILE)   # programs this file compiles itself
 
 
@@ -76,8 +78,9 @@ def test_training_lowers_cost_against_untrained_self(full_run, learner):
 
 def test_update_is_deterministic_and_regulariser_starts_at_zero(learner):
     state = learner.init(jax.random.key(3), S)
-    a, m_a = train_chunk(learner, state, S, K)
-    b, m_b = train_chunk(learner, state, S, K)
+    chunk = train_chunk.lower(learner, state, S, K).compile(QUICK_COMPILE)   # as train()'s
+    a, m_a = chunk(state, S)
+    b, m_b = chunk(state, S)
     _assert_trees_equal(a, b)
     _assert_trees_equal(m_a, m_b)
     assert int(a.step) == K and a.buffer.size == min(K * learner.n_envs, learner.buffer_size)

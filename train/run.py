@@ -151,7 +151,7 @@ def _set_aside(run_dir: Path, ckpt_dir: Path, after: int, log, name: str) -> Non
 
 
 def preflight(learner: Learner, scenario: Scenario, n: int, seeds: int = 1,
-              seed: int = 0):
+              seed: int = 0, compiler_options: dict | None = None):
     """Compile one chunk of ``n`` updates from the train state's shapes (nothing is
     allocated) and refuse, with one line, a run whose peak memory (train state in
     and out, replay buffers included, plus XLA's temporaries) does not fit here.
@@ -159,16 +159,18 @@ def preflight(learner: Learner, scenario: Scenario, n: int, seeds: int = 1,
     Returns the compiled chunk, ``compiled(state, scenario) -> (state, metrics)``,
     which the run executes: calling the jitted function instead would compile
     again whenever the state holds arrays read from a checkpoint (a resumed
-    run, drl_gat's GAT), whose placement makes another cache key."""
+    run, drl_gat's GAT), whose placement makes another cache key.
+    ``compiler_options``: XLA options of the program (:func:`train`)."""
     if seeds == 1:
         compiled = train_chunk.lower(learner, learner.state_shapes(scenario), scenario,
-                                     n).compile()
+                                     n).compile(compiler_options)
     else:
         try:
             shapes = seeds_state_shapes(learner, scenario, seed, seeds)
         except ValueError as err:
             raise UserError(str(err)) from None
-        compiled = train_chunk_seeds.lower(learner, shapes, scenario, n).compile()
+        compiled = train_chunk_seeds.lower(learner, shapes, scenario, n).compile(
+            compiler_options)
     check_compiled(compiled, f"training {learner.name} with N={scenario.n_devices}"
                    + (f", {seeds} seeds" if seeds > 1 else "") + f" (chunk of {n} updates)",
                    "--n-devices, --set n_envs=..., --set buffer_size=... (replay buffers), "
@@ -179,7 +181,7 @@ def preflight(learner: Learner, scenario: Scenario, n: int, seeds: int = 1,
 def train(learner: Learner, scenario: Scenario, run_dir, *, total_updates: int, chunk: int = 100,
           seed: int = 0, seeds: int = 1, resume: bool | str = False,
           from_step: int | None = None, keep: int = 3, stop_after: int | None = None,
-          check_memory: bool = True, log=print):
+          check_memory: bool = True, compiler_options: dict | None = None, log=print):
     """Train ``learner`` for ``total_updates`` updates; returns the final train state.
 
     ``seeds``: K independent seeds ``seed .. seed + K - 1`` at once (one vmapped
@@ -196,7 +198,9 @@ def train(learner: Learner, scenario: Scenario, run_dir, *, total_updates: int, 
     latest (e.g. when the latest is corrupt); the newer ones are moved to
     ``run_dir/ckpt_set_aside/``. ``stop_after``: stop after that many chunks
     (to test resume). ``check_memory``: refuse a run that would not fit in
-    memory (:func:`preflight`) before anything is written.
+    memory (:func:`preflight`) before anything is written. ``compiler_options``: XLA
+    options of the chunk programs (``jax.jit``'s), e.g. a low optimisation level for a
+    short run, whose time is mostly compiling; None: XLA's defaults.
 
     The run holds :class:`~mecjax.outputs.DirectoryLock` on ``run_dir``
     throughout; ``metrics.csv`` is rewritten atomically after each chunk.
@@ -220,17 +224,18 @@ def train(learner: Learner, scenario: Scenario, run_dir, *, total_updates: int, 
         started = _start(learner, scenario, run_dir, seed=seed, seeds=seeds,
                          chunk=chunk, resume=resume, from_step=from_step,
                          total_updates=total_updates, check_memory=check_memory, lock=lock,
-                         log=log)
+                         compiler_options=compiler_options, log=log)
         state, step, head, rows, compiled = started
         return _run(learner, scenario, run_dir, state, step, head, rows, seed=seed, seeds=seeds,
                     chunk=chunk, total_updates=total_updates, keep=keep,
-                    stop_after=stop_after, compiled=compiled, log=log)
+                    stop_after=stop_after, compiled=compiled,
+                    compiler_options=compiler_options, log=log)
     finally:
         lock.release()
 
 
 def _start(learner, scenario, run_dir: Path, *, seed, seeds, chunk, resume, from_step,
-           total_updates, check_memory, lock, log):
+           total_updates, check_memory, lock, compiler_options, log):
     """Checks, preflight, lock and restore: ``(state, step, metrics header, rows,
     compiled chunk of min(chunk, total_updates) updates or None)``."""
     ckpt_dir = run_dir / "ckpt"
@@ -260,7 +265,8 @@ def _start(learner, scenario, run_dir: Path, *, seed, seeds, chunk, resume, from
     # A finished run (rerun to export, say) compiles nothing: no chunk is left to run.
     compiled = None
     if check_memory and (want if steps else 0) < total_updates:
-        compiled = preflight(learner, scenario, min(chunk, total_updates), seeds, seed)
+        compiled = preflight(learner, scenario, min(chunk, total_updates), seeds, seed,
+                             compiler_options)
     lock.acquire()
     if ckpt.all_steps(ckpt_dir) != steps:
         raise UserError(f"{run_dir} changed while this run was starting; run it again")
@@ -301,7 +307,7 @@ def _metric_table(metrics: dict, progress: str, seeds: int) -> tuple[list[str], 
 
 
 def _run(learner, scenario, run_dir: Path, state, step, head, rows, *, seed, seeds, chunk,
-         total_updates, keep, stop_after, compiled, log):
+         total_updates, keep, stop_after, compiled, compiler_options, log):
     ckpt_dir = run_dir / "ckpt"
     metrics_path = run_dir / "metrics.csv"
     config = run_config(learner, scenario, seed, chunk, seeds)
@@ -315,12 +321,14 @@ def _run(learner, scenario, run_dir: Path, state, step, head, rows, *, seed, see
     t0, chunks, done = time.perf_counter(), 0, step
     while step < total_updates:
         n = min(chunk, total_updates - step)
+        chunk_fn = train_chunk if seeds == 1 else train_chunk_seeds
         if compiled is not None and n == min(chunk, total_updates):
             state, metrics = compiled(state, scenario)     # preflight's program
-        elif seeds == 1:
-            state, metrics = train_chunk(learner, state, scenario, n)
+        elif compiler_options is not None:
+            state, metrics = chunk_fn.lower(learner, state, scenario, n).compile(
+                compiler_options)(state, scenario)
         else:
-            state, metrics = train_chunk_seeds(learner, state, scenario, n)
+            state, metrics = chunk_fn(learner, state, scenario, n)
         metrics = jax.device_get(metrics)
         names, values = _metric_table(metrics, metric, seeds)
         if head != ["update"] + names:
