@@ -72,6 +72,13 @@ class EqualSharePricer:
         return physics.per_server_sum(executed, jnp.ones(executed.shape, jnp.int32),
                                       self.params.n_servers)
 
+    def moved(self, counts, old, new):
+        """[M] ``counts`` after one device moves from executed server ``old`` to ``new``
+        (0: local)."""
+        servers = jnp.arange(1, self.params.n_servers + 1, dtype=jnp.int32)
+        return (counts - (servers == old).astype(counts.dtype)
+                + (servers == new).astype(counts.dtype))
+
     def option_costs(self, i, counts, current):
         """``(costs [M+1], executed [M+1])``: device ``i``'s own cost of each option and
         the server each runs on, the others' executed ``counts`` [M] including device i at
@@ -79,8 +86,7 @@ class EqualSharePricer:
         :func:`mecjax.optim.objective.outcome_from_terms` for that device."""
         p, v, t = self.params, self.view, self.terms
         m = p.n_servers
-        servers = jnp.arange(1, m + 1, dtype=jnp.int32)
-        others = counts - (servers == current).astype(counts.dtype)               # [M]
+        others = self.moved(counts, current, 0)                                   # [M]
         options = jnp.arange(m + 1, dtype=jnp.int32)
         run_on = jnp.where(options > 0, options,
                            jnp.where(self.forced[i], t.best_server[i], 0))        # [M+1]
@@ -115,9 +121,7 @@ def _greedy_counted(pricer: EqualSharePricer, order):
         a, run, counts = carry
         costs, run_on = pricer.option_costs(i, counts, run[i])
         best = jnp.argmin(costs).astype(jnp.int32)
-        servers = jnp.arange(1, counts.shape[0] + 1, dtype=jnp.int32)
-        counts = (counts - (servers == run[i]).astype(counts.dtype)
-                  + (servers == run_on[best]).astype(counts.dtype))
+        counts = pricer.moved(counts, run[i], run_on[best])
         return (a.at[i].set(best), run.at[i].set(run_on[best]), counts), None
 
     (a, _, _), _ = jax.lax.scan(choose, (a0, run0, pricer.counts(run0)), order)
@@ -126,32 +130,38 @@ def _greedy_counted(pricer: EqualSharePricer, order):
 
 def _best_response_counted(pricer: EqualSharePricer, a0, max_rounds: int):
     """:func:`best_response`'s rounds under equal shares, the server counts carried."""
-    n = a0.shape[0]
-    servers = jnp.arange(1, pricer.params.n_servers + 1, dtype=jnp.int32)
-
     def revise(carry, i):
         a, run, counts, changed = carry
         costs, run_on = pricer.option_costs(i, counts, run[i])
         best = jnp.argmin(costs).astype(jnp.int32)
         better = costs[best] < costs[a[i]] * (1 - IMPROVE_TOL)
         choice = jnp.where(better, best, a[i])
-        counts = (counts - (servers == run[i]).astype(counts.dtype)
-                  + (servers == run_on[choice]).astype(counts.dtype))
+        counts = pricer.moved(counts, run[i], run_on[choice])
         return (a.at[i].set(choice), run.at[i].set(run_on[choice]), counts,
                 changed | better), None
 
-    def one_round(state):
-        a, _, rounds = state
+    def one_round(a):
         run = pricer.executed(a)
         (a, _, _, changed), _ = jax.lax.scan(revise, (a, run, pricer.counts(run), False),
-                                             jnp.arange(n))
+                                             jnp.arange(a.shape[0]))
+        return a, changed
+
+    return _rounds(one_round, a0, max_rounds)
+
+
+def _rounds(one_round, a0, max_rounds: int):
+    """``(a, converged, rounds)``: ``one_round`` (a -> (a, changed)) repeated from ``a0``
+    until a round changes nothing or ``max_rounds`` rounds ran."""
+    def step(state):
+        a, _, rounds = state
+        a, changed = one_round(a)
         return a, changed, rounds + 1
 
     def keep_going(state):
         _, changed, rounds = state
         return changed & (rounds < max_rounds)
 
-    a, changed, rounds = jax.lax.while_loop(keep_going, one_round, (a0, True, 0))
+    a, changed, rounds = jax.lax.while_loop(keep_going, step, (a0, True, 0))
     return a, ~changed, rounds
 
 
@@ -202,14 +212,8 @@ def best_response(view, prices, params, init=None, max_rounds: int = 20,
         better = costs[best] < costs[a[i]] * (1 - IMPROVE_TOL)
         return (a.at[i].set(jnp.where(better, best, a[i])), changed | better), None
 
-    def one_round(state):
-        a, _, rounds = state
+    def one_round(a):
         (a, changed), _ = jax.lax.scan(revise, (a, False), jnp.arange(p.n_devices))
-        return a, changed, rounds + 1
+        return a, changed
 
-    def keep_going(state):
-        _, changed, rounds = state
-        return changed & (rounds < max_rounds)
-
-    a, changed, rounds = jax.lax.while_loop(keep_going, one_round, (a0, True, 0))
-    return a, ~changed, rounds
+    return _rounds(one_round, a0, max_rounds)
