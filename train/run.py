@@ -319,14 +319,17 @@ def _run(learner, scenario, run_dir: Path, state, step, head, rows, *, seed, see
                                          metric, seeds)
         _write_metrics(metrics_path, head, rows)
     t0, chunks, done = time.perf_counter(), 0, step
+    programs = {}   # chunk length -> compiled program (with compiler_options, no preflight)
     while step < total_updates:
         n = min(chunk, total_updates - step)
         chunk_fn = train_chunk if seeds == 1 else train_chunk_seeds
         if compiled is not None and n == min(chunk, total_updates):
             state, metrics = compiled(state, scenario)     # preflight's program
-        elif compiler_options is not None:
-            state, metrics = chunk_fn.lower(learner, state, scenario, n).compile(
-                compiler_options)(state, scenario)
+        elif compiler_options is not None:   # compiled once per chunk length
+            if n not in programs:
+                programs[n] = chunk_fn.lower(learner, state, scenario, n).compile(
+                    compiler_options)
+            state, metrics = programs[n](state, scenario)
         else:
             state, metrics = chunk_fn(learner, state, scenario, n)
         metrics = jax.device_get(metrics)
