@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(default: every method of the report)")
     bench.add_argument("--time-limit", type=float, default=20.0,
                        help="optim: stop repeating once this many seconds were timed")
+    bench.add_argument("--chunk", type=int,
+                       help="optim: instances per vmapped block of a batched search (default 64 "
+                            "on a CPU, the whole batch on an accelerator; 0: one vmap)")
     return bench
 
 
@@ -37,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.repeats < 1:
         raise UserError(f"--repeats {args.repeats} must be >= 1")
+    if args.chunk is not None and args.chunk < 0:
+        raise UserError(f"--chunk {args.chunk} must be >= 0 (0: one vmap over the batch)")
     out = None if args.no_write else args.out
     if args.what == "env":
         from benchmarks.env import bench_env
@@ -50,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_optim(ns=args.ns or (50, 150), batches=args.batches or (1, 64, 1024), out_dir=out,
                     repeats=args.repeats, population=args.population,
                     iterations=args.iterations, numpy_budget=args.numpy_budget or 1e7,
-                    time_limit_s=args.time_limit)
+                    time_limit_s=args.time_limit,
+                    chunk="default" if args.chunk is None else (args.chunk or None))
     elif args.what == "train":
         from benchmarks.train import bench_train
 

@@ -39,6 +39,19 @@ def test_no_serial_correlation(lag):
     assert abs(corr) < 0.01
 
 
+def test_the_two_halves_of_a_word_are_uniform_and_uncorrelated():
+    # PSO's r1 and r2 (mecjax.optim.pso.tell): the high and the low 16 bits of one word.
+    words = rng.bits(rng.seed_words(jax.random.key(5)), 12, jax.lax.iota(np.uint32, N))
+    hi, lo = (np.asarray(u, np.float64) for u in rng.to_unit_pair(words))
+    for u in (hi, lo):
+        assert u.min() > 0 and u.max() < 1
+        assert stats.kstest(u, "uniform").pvalue > 1e-3
+    # jointly uniform on a 16 x 16 grid (a pair of equal or tied halves would fail here)
+    counts = np.bincount((np.floor(hi * 16) * 16 + np.floor(lo * 16)).astype(int), minlength=256)
+    assert stats.chisquare(counts).pvalue > 1e-3
+    assert abs(np.corrcoef(hi, lo)[0, 1]) < 0.01
+
+
 def test_streams_and_keys_are_independent():
     a, b, c = _u(3, 0), _u(3, 1), _u(4, 0)
     for x, y in ((a, b), (a, c)):

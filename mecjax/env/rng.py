@@ -78,6 +78,15 @@ def to_unit(words: jax.Array) -> jax.Array:
     return ((words >> 8).astype(jnp.float32) + 0.5) * jnp.float32(2.0**-24)
 
 
+def to_unit_pair(words: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Two float32 uniforms in the open interval (0, 1) from each uint32 word: its high
+    and its low 16 bits, each centred in its bin (2^16 levels). For draws where 16 bits
+    of resolution serve (PSO's random coefficients): one hash instead of two."""
+    scale = jnp.float32(2.0**-16)
+    return (((words >> 16).astype(jnp.float32) + 0.5) * scale,
+            ((words & jnp.uint32(0xFFFF)).astype(jnp.float32) + 0.5) * scale)
+
+
 def uniforms(seed: jax.Array, first_stream: int,
              shapes: dict[str, tuple[int, ...]]) -> dict[str, jax.Array]:
     """``{name: uniform(seed, first_stream + i, shape)}`` for the i-th item of ``shapes``,

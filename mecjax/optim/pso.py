@@ -79,9 +79,12 @@ def tell(key, state: PSOState, x, fitness, config: PSOConfig = PSOConfig()) -> P
     personal_x, personal_f, best_x, best_f = update_bests(
         state.personal_x, state.personal_f, state.best_x, state.best_fitness, x, fitness)
     n_particles, n_options, n = state.confidence.shape
-    seed = rng.seed_words(key)
-    r1 = rng.uniform(seed, 12, (n_particles, n))[:, None, :]
-    r2 = rng.uniform(seed, 13, (n_particles, n))[:, None, :]
+    # r1 and r2 of every (particle, device) from the two halves of one hashed word: 16 bits
+    # resolve a random coefficient finely enough, and the hashes were a third of the update's
+    # time (the whole search ran about 10% faster with one instead of two).
+    counter = jax.lax.iota(jnp.uint32, n_particles * n).reshape(n_particles, n)
+    r1, r2 = rng.to_unit_pair(rng.bits(rng.seed_words(key), 12, counter))
+    r1, r2 = r1[:, None, :], r2[:, None, :]
     options = jnp.arange(n_options)[None, :, None]
     pull_own = (personal_x[:, None, :] == options).astype(jnp.float32) - state.confidence
     pull_best = (best_x[None, None, :] == options).astype(jnp.float32) - state.confidence
