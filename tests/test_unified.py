@@ -24,9 +24,9 @@ from mecjax.learners.store import export_policy, load_policy_checkpoint, run_con
 from mecjax.nets import qnet
 from mecjax.optim import fusion, game, lookahead, qio
 from mecjax.optim.allocation import allocate
-from mecjax.rollout import rollout
+from mecjax.rollout import METRICS, rollout
 from mecjax.schedulers import make
-from mecjax.schedulers.base import fixed_prices
+from mecjax.schedulers.base import Transition, fixed_prices
 from mecjax.schedulers.learned import in_memory
 from eval.plan import method_checkpoints
 from train.recipes import SHIPPED_ROOT
@@ -289,19 +289,31 @@ def test_dt_mec_refuses_an_unknown_lookahead():
 def test_dt_mec_closed_loop_rollout_is_finite_and_feeds_the_twin(obs):
     sched = make("dt_mec", horizon=2, max_rounds=2)
 
-    # one program (eagerly, each operation would compile on its own)
+    # Two slots of the closed loop (act, step, observe, act) as one program: the rollout's
+    # loop written out, so each slot's scheduler state can be checked (a rollout returns
+    # metrics only; DT-MEC's rollouts are run in test_twin and test_paper_scale).
     @partial(jax.jit, compiler_options=QUICK_COMPILE)
-    def first_step(o):
+    def two_slots():
+        o, state = env.reset(jax.random.key(3), S)
         st = sched.init(jax.random.key(0), S)
-        return st, sched.act(jax.random.key(1), st, o, S)
+        d1, st1 = sched.act(jax.random.key(1), st, o, S)
+        o2, state, reward, _, info1 = env.step(jax.random.key(2), state, d1, S)
+        st1 = sched.observe(st1, Transition(o, d1, reward, o2, info1), S)
+        d2, st2 = sched.act(jax.random.key(4), st1, o2, S)
+        _, _, _, _, info2 = env.step(jax.random.key(5), state, d2, S)
+        return o, (st, st1, st2), (d1, d2), (info1, info2)
 
-    st, (d, st2) = first_step(obs)
-    env.check_decision(d, S)
-    assert not all(np.array_equal(a, b) for a, b in
-                   zip(jax.tree.leaves(st.carry), jax.tree.leaves(st2.carry)))
-    out = quick_rollout(sched, S, jax.random.key(2), 2, 3)
-    assert all(np.isfinite(np.asarray(v)).all() for v in out.values())
-    assert float(np.max(out["invalid_decision"])) == 0.0
+    o, states, decisions, infos = two_slots()
+    np.testing.assert_array_equal(jax.tree.leaves(o)[0], jax.tree.leaves(obs)[0])
+    for d in decisions:
+        env.check_decision(d, S)
+    # each act feeds the twin: its carry moves on every slot
+    for before, after in zip(states, states[1:]):
+        assert not all(np.array_equal(a, b) for a, b in
+                       zip(jax.tree.leaves(before.carry), jax.tree.leaves(after.carry)))
+    for info in infos:
+        assert all(np.isfinite(np.asarray(info[k])).all() for k in METRICS)
+        assert float(info["invalid_decision"]) == 0.0
 
 
 # ------------------------------------------------------------------ unified: fusion and ablations
