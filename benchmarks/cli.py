@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                     repeats=args.repeats, population=args.population,
                     iterations=args.iterations, numpy_budget=args.numpy_budget or 1e7,
                     time_limit_s=args.time_limit,
-                    chunk="default" if args.chunk is None else (args.chunk or None))
+                    chunk=args.chunk)
     elif args.what == "train":
         from benchmarks.train import bench_train
 

@@ -195,15 +195,14 @@ def format_table(rows: list[dict]) -> str:
 def bench_optim(ns=(50, 150), batches=(1, 64, 1024), out_dir="results/benchmarks",
                 repeats: int = 3, population: int = 30, iterations: int = 100,
                 numpy_budget: float = 1e7, warmup_limit: float = 5e7, time_limit_s: float = 20.0,
-                chunk: int | str | None = "default", log=print) -> list[dict]:
+                chunk: int | None = None, log=print) -> list[dict]:
     """Run the grid, print the table, write ``optim_throughput.md`` and ``.json``.
 
-    ``chunk``: instances per vmapped block of the JAX searches (``"default"``:
-    :func:`default_chunk`; None: one vmap over each batch)."""
-    if chunk == "default":
-        chunk = default_chunk()
-    if chunk is not None and chunk < 1:
-        raise ValueError(f"chunk {chunk} must be >= 1 (None: one vmap over the batch)")
+    ``chunk``: instances per vmapped block of the JAX searches (None:
+    :func:`default_chunk`; 0: one vmap over each batch)."""
+    if chunk is not None and chunk < 0:
+        raise ValueError(f"chunk {chunk} must be >= 0 (0: one vmap over the batch)")
+    chunk = default_chunk() if chunk is None else (chunk or None)
     machine = machine_description()
     log(f"mecjax bench optim on {machine['processor']} ({machine['cpu_count']} cores), "
         f"jax {machine['jax']} [{machine['jax_backend']}], numpy {machine['numpy']}")

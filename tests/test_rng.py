@@ -41,8 +41,8 @@ def test_no_serial_correlation(lag):
 
 def test_the_two_halves_of_a_word_are_uniform_and_uncorrelated():
     # PSO's r1 and r2 (mecjax.optim.pso.tell): the high and the low 16 bits of one word.
-    words = rng.bits(rng.seed_words(jax.random.key(5)), 12, jax.lax.iota(np.uint32, N))
-    hi, lo = (np.asarray(u, np.float64) for u in rng.to_unit_pair(words))
+    hi, lo = (np.asarray(u, np.float64)
+              for u in rng.uniform_pair(rng.seed_words(jax.random.key(5)), 12, (N,)))
     for u in (hi, lo):
         assert u.min() > 0 and u.max() < 1
         assert stats.kstest(u, "uniform").pvalue > 1e-3

@@ -320,9 +320,9 @@ def _run(learner, scenario, run_dir: Path, state, step, head, rows, *, seed, see
         _write_metrics(metrics_path, head, rows)
     t0, chunks, done = time.perf_counter(), 0, step
     programs = {}   # chunk length -> compiled program (with compiler_options, no preflight)
+    chunk_fn = train_chunk if seeds == 1 else train_chunk_seeds
     while step < total_updates:
         n = min(chunk, total_updates - step)
-        chunk_fn = train_chunk if seeds == 1 else train_chunk_seeds
         if compiled is not None and n == min(chunk, total_updates):
             state, metrics = compiled(state, scenario)     # preflight's program
         elif compiler_options is not None:   # compiled once per chunk length

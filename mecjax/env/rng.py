@@ -127,8 +127,19 @@ def uniform(seed: jax.Array, stream: int, shape: tuple[int, ...]) -> jax.Array:
     quantity drawn; different streams of one seed are independent. Element
     ``i`` (row-major) is the word at counter ``i``.
     """
+    return to_unit(stream_words(seed, stream, shape))
+
+
+def uniform_pair(seed: jax.Array, stream: int,
+                 shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """Two arrays of uniforms of ``shape`` in (0, 1) with 16 bits of resolution, the
+    halves of :func:`uniform`'s words (:func:`to_unit_pair`): one hash per pair."""
+    return to_unit_pair(stream_words(seed, stream, shape))
+
+
+def stream_words(seed: jax.Array, stream: int, shape: tuple[int, ...]) -> jax.Array:
+    """uint32 words of ``stream`` of ``shape``: element ``i`` (row-major) at counter ``i``."""
     size = 1
     for d in shape:
         size *= d
-    counter = jax.lax.iota(jnp.uint32, size).reshape(shape)
-    return to_unit(bits(seed, stream, counter))
+    return bits(seed, stream, jax.lax.iota(jnp.uint32, size).reshape(shape))

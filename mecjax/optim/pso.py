@@ -82,9 +82,7 @@ def tell(key, state: PSOState, x, fitness, config: PSOConfig = PSOConfig()) -> P
     # r1 and r2 of every (particle, device) from the two halves of one hashed word: 16 bits
     # resolve a random coefficient finely enough, and the hashes were a third of the update's
     # time (the whole search ran about 10% faster with one instead of two).
-    counter = jax.lax.iota(jnp.uint32, n_particles * n).reshape(n_particles, n)
-    r1, r2 = rng.to_unit_pair(rng.bits(rng.seed_words(key), 12, counter))
-    r1, r2 = r1[:, None, :], r2[:, None, :]
+    r1, r2 = rng.uniform_pair(rng.seed_words(key), 12, (n_particles, 1, n))
     options = jnp.arange(n_options)[None, :, None]
     pull_own = (personal_x[:, None, :] == options).astype(jnp.float32) - state.confidence
     pull_best = (best_x[None, None, :] == options).astype(jnp.float32) - state.confidence
