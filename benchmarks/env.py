@@ -58,8 +58,15 @@ def jax_rollout(keys, states, s: Scenario, slots: int):
 
 
 @partial(jax.jit, static_argnums=(1,))
+def jax_reset_batch(keys, s: Scenario):
+    """``(observations, states)`` of ``env.reset`` on each key [B]: one compiled program
+    for every benchmark that needs either."""
+    return jax.vmap(env.reset, (0, None))(keys, s)
+
+
 def jax_reset(keys, s: Scenario):
-    return jax.vmap(env.reset, (0, None))(keys, s)[1]
+    """The reset states of ``keys`` [B]."""
+    return jax_reset_batch(keys, s)[1]
 
 
 @partial(jax.jit, static_argnums=(2, 3))
@@ -124,11 +131,14 @@ def numba_agreement(nk, states, offsets, s: Scenario) -> float:
     return worst
 
 
-def evaluate_rate(n: int, batch: int, repeats: int = 3, eval_repeats: int = 8) -> float:
+def evaluate_rate(n: int, batch: int, repeats: int = 3, eval_repeats: int = 8,
+                  states=None) -> float:
     """Device-evaluations/s of ``jit(vmap(mecjax.env.evaluate))`` at N = ``n`` on ``batch``
-    reset instances (the evaluate column of :func:`bench_env_row`)."""
+    reset instances (the evaluate column of :func:`bench_env_row`): ``states`` [B], or
+    the resets of ``key(0)``'s ``batch`` keys."""
     s = Scenario(n_devices=n)
-    states = jax_reset(jax.random.split(jax.random.key(0), batch), s)
+    if states is None:
+        states = jax_reset(jax.random.split(jax.random.key(0), batch), s)
     return _timed_evaluate(states, _random_offsets(n, batch, s), s, repeats, eval_repeats)
 
 

@@ -31,10 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mecjax import env
 from benchmarks.common import (best_time, machine_description, machine_line, markdown_table,
                                write_record)
-from benchmarks.env import evaluate_rate
+from benchmarks.env import evaluate_rate, jax_reset_batch
 from mecjax.config import Scenario
 from mecjax.optim import numpy_qio, objective, pso, qio
 
@@ -69,11 +68,6 @@ def default_chunk() -> int | None:
     return 64 if jax.default_backend() == "cpu" else None
 
 
-@partial(jax.jit, static_argnums=(1,))
-def _observations(keys, s: Scenario):
-    return jax.vmap(env.reset, (0, None))(keys, s)[0]
-
-
 def _time_jax(jitted, dynamic, static, repeats: int, warmup: bool, time_limit_s: float):
     """Compile ahead of time, warm up (one untimed run) if asked, then time.
 
@@ -106,7 +100,7 @@ def bench_optim_row(n: int, batch: int, population: int = 30, iterations: int = 
     ``chunk < batch`` they are timed as one vmap over the batch too, and both runs'
     best fitnesses are checked equal (the same searches on the same keys)."""
     s = Scenario(n_devices=n)
-    obs = _observations(jax.random.split(jax.random.key(seed), batch), s)
+    obs, states = jax_reset_batch(jax.random.split(jax.random.key(seed), batch), s)
     prices = jnp.full((s.n_servers,), s.price_init, jnp.float32)
     keys = jax.random.split(jax.random.key(seed + 1), batch)
 
@@ -160,8 +154,9 @@ def bench_optim_row(n: int, batch: int, population: int = 30, iterations: int = 
     row["qio_speedup"] = row["jax_qio_dec_per_s"] / row["numpy_qio_dec_per_s"]
     row["pso_over_numpy_qio"] = row["jax_pso_dec_per_s"] / row["numpy_qio_dec_per_s"]
     # The evaluate-bound: decisions/s if a search cost nothing but population x iterations
-    # evaluations of `mecjax.env.evaluate` at its measured rate (same N and B, this run).
-    row["evaluate_dev_per_s"] = evaluate_rate(n, batch, repeats=repeats)
+    # evaluations of `mecjax.env.evaluate` at its measured rate (same N, B and instances,
+    # this run).
+    row["evaluate_dev_per_s"] = evaluate_rate(n, batch, repeats=repeats, states=states)
     row["bound_dec_per_s"] = row["evaluate_dev_per_s"] / (population * iterations * n)
     row["qio_of_bound"] = row["jax_qio_dec_per_s"] / row["bound_dec_per_s"]
     row["pso_of_bound"] = row["jax_pso_dec_per_s"] / row["bound_dec_per_s"]

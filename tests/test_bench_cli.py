@@ -63,17 +63,6 @@ def test_cli_bench_env_runs(tmp_path, capsys):
     assert (tmp_path / "env_throughput.md").exists()
 
 
-def test_cli_bench_optim_runs(tmp_path, capsys):
-    # The one-vmap searches of test_bench_optim's cell (N = 5, B = 4, 4 x 6): the same
-    # programs, served by the persistent compilation cache to whichever test runs second.
-    assert main(["bench", "optim", "--ns", "5", "--batches", "4", "--iterations", "6",
-                 "--population", "4", "--numpy-budget", "160", "--repeats", "1",
-                 "--chunk", "0", "--out", str(tmp_path)]) == 0
-    assert "| 5 | 4 | - |" in (tmp_path / "optim_throughput.md").read_text()
-    assert main(["bench", "optim", "--chunk", "-1", "--no-write"]) == 2
-    assert "mecjax bench: --chunk -1 must be >= 0" in capsys.readouterr().err
-
-
 def test_bench_scale_writes_table_figure_and_exponents(tmp_path):
     from benchmarks.scale import bench_scale, growth_exponent
 

@@ -9,7 +9,7 @@ import pytest
 
 import mecjax
 from mecjax import env
-from benchmarks.optim import bench_optim
+from mecjax.cli import main
 from mecjax.env import rng as jrng
 from mecjax.optim import allocation, numpy_qio, objective, qio
 
@@ -91,21 +91,30 @@ def test_numpy_qio_with_its_own_generator_searches(case):
                          uniforms=np.zeros((3, B, 10, s.n_devices, 2)))
 
 
-def test_bench_optim_writes_markdown_and_json(tmp_path):
-    # Blocks of 2 instances over a batch of 4: the bench checks their best costs equal one
-    # vmap's before it writes (the block path keys each instance as the one vmap does).
-    rows = bench_optim(ns=(5,), batches=(4,), out_dir=tmp_path, repeats=1, population=4,
-                       iterations=6, numpy_budget=160, chunk=2, log=lambda *_: None)
-    assert len(rows) == 1
-    row = rows[0]
+def test_bench_optim_command_writes_markdown_and_json(tmp_path, capsys):
+    # Through the command, blocks of 2 instances over a batch of 4: the bench checks their
+    # best costs equal one vmap's before it writes (the block path keys each instance as
+    # the one vmap does).
+    assert main(["bench", "optim", "--ns", "5", "--batches", "4", "--iterations", "6",
+                 "--population", "4", "--numpy-budget", "160", "--repeats", "1",
+                 "--chunk", "2", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "optim_throughput.json").read_text())
+    assert len(record["rows"]) == 1
+    row = record["rows"][0]
+    assert row["n_devices"] == 5 and row["batch"] == 4 and "jax" in record["machine"]
     assert row["numpy_iterations"] == 2  # 160 // (5 * 4 * 4)
-    assert row["chunk"] == 2
+    assert row["chunk"] == 2 and record["settings"]["chunk"] == 2
     for key in ("jax_qio_dec_per_s", "jax_pso_dec_per_s", "numpy_qio_dec_per_s",
-                "jax_qio_one_vmap_dec_per_s", "jax_pso_one_vmap_dec_per_s"):
+                "jax_qio_one_vmap_dec_per_s", "jax_pso_one_vmap_dec_per_s",
+                "evaluate_dev_per_s", "bound_dec_per_s"):
         assert row[key] > 0
     assert row["qio_speedup"] == row["jax_qio_dec_per_s"] / row["numpy_qio_dec_per_s"]
-    record = json.loads((tmp_path / "optim_throughput.json").read_text())
-    assert record["rows"][0]["n_devices"] == 5 and "jax" in record["machine"]
+    assert row["bound_dec_per_s"] == row["evaluate_dev_per_s"] / (4 * 6 * 5)
+    assert row["pso_of_bound"] == row["jax_pso_dec_per_s"] / row["bound_dec_per_s"]
     assert record["settings"]["iterations"] == 6 and "numpy_scaling" in record["settings"]
     table = (tmp_path / "optim_throughput.md").read_text()
     assert "| 5 | 4 | 2 |" in table and "mecjax bench optim" in table and "scaled linearly" in table
+    assert "N=    5 B=    4" in capsys.readouterr().out
+    # A negative block size is refused before anything runs.
+    assert main(["bench", "optim", "--chunk", "-1", "--no-write"]) == 2
+    assert "mecjax bench: --chunk -1 must be >= 0" in capsys.readouterr().err

@@ -115,7 +115,8 @@ def test_plan_descent_covers_the_model_it_prices():
 def test_counted_best_response_and_greedy_equal_the_general_path():
     """The counted dynamics (own costs from the server counts, O(M) per device) make the
     same choices as the path that evaluates the whole assignment for every option, with
-    forced devices, hard batteries, device queues and WAN delays."""
+    forced devices, hard batteries, device queues and WAN delays; a best response from
+    greedy (greedy's pass as the first round of its loop) is greedy, then the rounds."""
     for s in (LOW, mecjax.Scenario(n_devices=14, n_servers=3, battery_hard=True,
                                    device_queue=True, battery_capacity_j=0.2,
                                    battery_init_min=0.0, wan_delay_s=(0.0, 0.1, 0.0))):
@@ -127,15 +128,24 @@ def test_counted_best_response_and_greedy_equal_the_general_path():
         def both(key):
             obs, _ = mecjax.env.reset(key, p)
             general = game.slot_costs_fn(obs, prices, p)
+            backwards = jnp.arange(p.n_devices)[::-1]
+            greedy = game.greedy(obs, prices, p)
             return (game.best_response(obs, prices, p), game.best_response(
-                obs, prices, p, costs_fn=general), game.greedy(obs, prices, p),
+                obs, prices, p, costs_fn=general), greedy,
                 game.greedy(obs, prices, p, costs_fn=general),
+                game.best_response(obs, prices, p, init=greedy),
+                game.greedy(obs, prices, p, order=backwards),
+                game.greedy(obs, prices, p, order=backwards, costs_fn=general),
                 jnp.sum(obs.battery < p.kappa * obs.cpu_freq**2 * obs.task_cycles))
 
-        counted, general, greedy_counted, greedy_general, forced = jax.tree.map(
+        (counted, general, greedy_counted, greedy_general, from_greedy, backwards_counted,
+         backwards_general, forced) = jax.tree.map(
             np.asarray, both(jax.random.split(jax.random.key(11), 6)))
         assert forced.sum() > 0
-        for a, b in zip(counted, general):
+        for a, b, c in zip(counted, general, from_greedy):
             np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(greedy_counted, greedy_general)
+        np.testing.assert_array_equal(backwards_counted, backwards_general)
+        assert (backwards_counted != greedy_counted).any()   # the order matters here
         assert (counted[0] > 0).any()

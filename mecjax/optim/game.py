@@ -9,7 +9,9 @@ Under equal shares (the default) a device's own cost depends on the others only
 through the number of devices on each server, so both dynamics keep those counts
 [M] and price a device's M+1 options in O(M) (:func:`equal_share_pricer`), not by
 evaluating the whole assignment once per option (O(N M) per device, O(N^2 M) per
-round); any other ``costs_fn`` or allocation rule takes the general path.
+round); any other ``costs_fn`` or allocation rule takes the general path. Greedy is
+one round of the same loop in which every device takes its cheapest option, so a
+best response from greedy compiles its per-device pricing once, not twice.
 ``tests/test_plan_descent.py`` checks that both paths reach the same assignments.
 """
 
@@ -111,57 +113,55 @@ def equal_share_pricer(view, prices, params) -> EqualSharePricer:
                             forced=view.battery < terms.local_energy, params=p)
 
 
-def _greedy_counted(pricer: EqualSharePricer, order):
-    """:func:`greedy` under equal shares, the server counts carried."""
-    n = pricer.forced.shape[0]
-    a0 = jnp.zeros((n,), jnp.int32)
-    run0 = pricer.executed(a0)
+def _best_response_counted(pricer: EqualSharePricer, a0, max_rounds: int,
+                           greedy_first: bool = False, order=None):
+    """:func:`best_response`'s rounds under equal shares, the server counts carried;
+    devices revise in ``order`` (default: index order).
 
-    def choose(carry, i):
-        a, run, counts = carry
-        costs, run_on = pricer.option_costs(i, counts, run[i])
-        best = jnp.argmin(costs).astype(jnp.int32)
-        counts = pricer.moved(counts, run[i], run_on[best])
-        return (a.at[i].set(best), run.at[i].set(run_on[best]), counts), None
-
-    (a, _, _), _ = jax.lax.scan(choose, (a0, run0, pricer.counts(run0)), order)
-    return a
-
-
-def _best_response_counted(pricer: EqualSharePricer, a0, max_rounds: int):
-    """:func:`best_response`'s rounds under equal shares, the server counts carried."""
+    ``greedy_first``: ``a0`` is all-local and the first pass is :func:`greedy`'s (every
+    device takes its cheapest option, the improvement threshold waived), run as an extra
+    first round of the same loop, so a program holds one copy of the per-device pricing
+    (the bulk of it), not two; that round does not count towards ``max_rounds`` (0:
+    greedy alone)."""
     def revise(carry, i):
-        a, run, counts, changed = carry
+        a, run, counts, changed, force = carry
         costs, run_on = pricer.option_costs(i, counts, run[i])
         best = jnp.argmin(costs).astype(jnp.int32)
-        better = costs[best] < costs[a[i]] * (1 - IMPROVE_TOL)
+        better = force | (costs[best] < costs[a[i]] * (1 - IMPROVE_TOL))
         choice = jnp.where(better, best, a[i])
         counts = pricer.moved(counts, run[i], run_on[choice])
         return (a.at[i].set(choice), run.at[i].set(run_on[choice]), counts,
-                changed | better), None
+                changed | better, force), None
 
-    def one_round(a):
+    def one_round(a, force):
         run = pricer.executed(a)
-        (a, _, _, changed), _ = jax.lax.scan(revise, (a, run, pricer.counts(run), False),
-                                             jnp.arange(a.shape[0]))
+        (a, _, _, changed, _), _ = jax.lax.scan(
+            revise, (a, run, pricer.counts(run), False, force),
+            jnp.arange(a.shape[0]) if order is None else order)
         return a, changed
 
-    return _rounds(one_round, a0, max_rounds)
+    return _rounds(one_round, a0, max_rounds, greedy_first)
 
 
-def _rounds(one_round, a0, max_rounds: int):
-    """``(a, converged, rounds)``: ``one_round`` (a -> (a, changed)) repeated from ``a0``
-    until a round changes nothing or ``max_rounds`` rounds ran."""
+def _rounds(one_round, a0, max_rounds: int, greedy_first: bool = False):
+    """``(a, converged, rounds)``: ``one_round`` ((a, force) -> (a, changed)) repeated
+    from ``a0`` until a round changes nothing or ``max_rounds`` rounds ran.
+
+    ``greedy_first``: one extra round before them with ``force`` true (every device takes
+    its cheapest option: greedy's pass), after which the loop always goes on; ``rounds``
+    does not count it."""
     def step(state):
         a, _, rounds = state
-        a, changed = one_round(a)
-        return a, changed, rounds + 1
+        force = rounds < 0
+        a, changed = one_round(a, force)
+        return a, changed | force, rounds + 1
 
     def keep_going(state):
         _, changed, rounds = state
         return changed & (rounds < max_rounds)
 
-    a, changed, rounds = jax.lax.while_loop(keep_going, step, (a0, True, 0))
+    a, changed, rounds = jax.lax.while_loop(keep_going, step,
+                                            (a0, True, -1 if greedy_first else 0))
     return a, ~changed, rounds
 
 
@@ -170,11 +170,13 @@ def greedy(view, prices, params, allocation_rule="equal", order=None, costs_fn=N
     given the choices made before them; devices not yet decided compute locally.
     ``costs_fn``: as in :func:`own_costs`."""
     p = as_params(params)
-    order = jnp.arange(p.n_devices) if order is None else order
     if costs_fn is None and allocation_rule == "equal":
-        return _greedy_counted(equal_share_pricer(view, prices, p), order)
+        return _best_response_counted(equal_share_pricer(view, prices, p),
+                                      jnp.zeros((p.n_devices,), jnp.int32), 0,
+                                      greedy_first=True, order=order)[0]
     if costs_fn is None:   # built once, outside the scan
         costs_fn = slot_costs_fn(view, prices, params, allocation_rule)
+    order = jnp.arange(p.n_devices) if order is None else order
 
     def choose(a, i):
         costs = own_costs(view, a, i, prices, params, allocation_rule, costs_fn)
@@ -197,23 +199,25 @@ def best_response(view, prices, params, init=None, max_rounds: int = 20,
     p = as_params(params)
     if costs_fn is None and allocation_rule == "equal":
         pricer = equal_share_pricer(view, prices, p)
-        a0 = (_greedy_counted(pricer, jnp.arange(p.n_devices)) if init is None
-              else init.astype(jnp.int32))
-        return _best_response_counted(pricer, a0, max_rounds)
+        if init is None:   # greedy's pass from all-local, then the rounds
+            return _best_response_counted(pricer, jnp.zeros((p.n_devices,), jnp.int32),
+                                          max_rounds, greedy_first=True)
+        return _best_response_counted(pricer, init.astype(jnp.int32), max_rounds)
     if costs_fn is None:   # built once, outside the loops
         costs_fn = slot_costs_fn(view, prices, params, allocation_rule)
-    a0 = (greedy(view, prices, params, allocation_rule, costs_fn=costs_fn) if init is None
-          else init.astype(jnp.int32))
 
     def revise(carry, i):
-        a, changed = carry
+        a, changed, force = carry
         costs = own_costs(view, a, i, prices, params, allocation_rule, costs_fn)
         best = jnp.argmin(costs).astype(jnp.int32)
-        better = costs[best] < costs[a[i]] * (1 - IMPROVE_TOL)
-        return (a.at[i].set(jnp.where(better, best, a[i])), changed | better), None
+        better = force | (costs[best] < costs[a[i]] * (1 - IMPROVE_TOL))
+        return (a.at[i].set(jnp.where(better, best, a[i])), changed | better, force), None
 
-    def one_round(a):
-        (a, changed), _ = jax.lax.scan(revise, (a, False), jnp.arange(p.n_devices))
+    def one_round(a, force):
+        (a, changed, _), _ = jax.lax.scan(revise, (a, False, force), jnp.arange(p.n_devices))
         return a, changed
 
-    return _rounds(one_round, a0, max_rounds)
+    if init is None:   # greedy's pass (see _best_response_counted), then the rounds
+        return _rounds(one_round, jnp.zeros((p.n_devices,), jnp.int32), max_rounds,
+                       greedy_first=True)
+    return _rounds(one_round, init.astype(jnp.int32), max_rounds)
