@@ -113,16 +113,10 @@ def equal_share_pricer(view, prices, params) -> EqualSharePricer:
                             forced=view.battery < terms.local_energy, params=p)
 
 
-def _best_response_counted(pricer: EqualSharePricer, a0, max_rounds: int,
-                           greedy_first: bool = False, order=None):
-    """:func:`best_response`'s rounds under equal shares, the server counts carried;
-    devices revise in ``order`` (default: index order).
-
-    ``greedy_first``: ``a0`` is all-local and the first pass is :func:`greedy`'s (every
-    device takes its cheapest option, the improvement threshold waived), run as an extra
-    first round of the same loop, so a program holds one copy of the per-device pricing
-    (the bulk of it), not two; that round does not count towards ``max_rounds`` (0:
-    greedy alone)."""
+def _counted_round(pricer: EqualSharePricer, order):
+    """``one_round(a, force) -> (a, changed)`` of best response under equal shares, the
+    server counts carried, devices revising in ``order``; ``force``: every device takes
+    its cheapest option (greedy's pass)."""
     def revise(carry, i):
         a, run, counts, changed, force = carry
         costs, run_on = pricer.option_costs(i, counts, run[i])
@@ -136,11 +130,46 @@ def _best_response_counted(pricer: EqualSharePricer, a0, max_rounds: int,
     def one_round(a, force):
         run = pricer.executed(a)
         (a, _, _, changed, _), _ = jax.lax.scan(
-            revise, (a, run, pricer.counts(run), False, force),
-            jnp.arange(a.shape[0]) if order is None else order)
+            revise, (a, run, pricer.counts(run), False, force), order)
         return a, changed
 
-    return _rounds(one_round, a0, max_rounds, greedy_first)
+    return one_round
+
+
+def _general_round(view, prices, params, allocation_rule, costs_fn, order):
+    """:func:`_counted_round` with each option priced by ``costs_fn`` on the whole
+    assignment (:func:`own_costs`)."""
+    def revise(carry, i):
+        a, changed, force = carry
+        costs = own_costs(view, a, i, prices, params, allocation_rule, costs_fn)
+        best = jnp.argmin(costs).astype(jnp.int32)
+        better = force | (costs[best] < costs[a[i]] * (1 - IMPROVE_TOL))
+        return (a.at[i].set(jnp.where(better, best, a[i])), changed | better, force), None
+
+    def one_round(a, force):
+        (a, changed, _), _ = jax.lax.scan(revise, (a, False, force), order)
+        return a, changed
+
+    return one_round
+
+
+def _dynamics(view, prices, params, allocation_rule, costs_fn, init, max_rounds: int,
+              order=None):
+    """``(a, converged, rounds)`` of best response from ``init``, devices revising in
+    ``order`` (default: index order); ``init=None``: from all-local with greedy's pass
+    as an extra first round of the same loop, so a program holds one copy of the
+    per-device pricing (the bulk of it), not two (``max_rounds=0``: greedy alone).
+    Under equal shares and the slot's own cost the counted path, else the general one."""
+    p = as_params(params)
+    order = jnp.arange(p.n_devices) if order is None else order
+    if costs_fn is None and allocation_rule == "equal":
+        one_round = _counted_round(equal_share_pricer(view, prices, p), order)
+    else:
+        if costs_fn is None:   # built once, outside the loops
+            costs_fn = slot_costs_fn(view, prices, params, allocation_rule)
+        one_round = _general_round(view, prices, params, allocation_rule, costs_fn, order)
+    a0 = jnp.zeros((p.n_devices,), jnp.int32) if init is None else init.astype(jnp.int32)
+    return _rounds(one_round, a0, max_rounds, greedy_first=init is None)
 
 
 def _rounds(one_round, a0, max_rounds: int, greedy_first: bool = False):
@@ -169,21 +198,7 @@ def greedy(view, prices, params, allocation_rule="equal", order=None, costs_fn=N
     """[N] devices in turn (index order, or ``order``) pick their cheapest option
     given the choices made before them; devices not yet decided compute locally.
     ``costs_fn``: as in :func:`own_costs`."""
-    p = as_params(params)
-    if costs_fn is None and allocation_rule == "equal":
-        return _best_response_counted(equal_share_pricer(view, prices, p),
-                                      jnp.zeros((p.n_devices,), jnp.int32), 0,
-                                      greedy_first=True, order=order)[0]
-    if costs_fn is None:   # built once, outside the scan
-        costs_fn = slot_costs_fn(view, prices, params, allocation_rule)
-    order = jnp.arange(p.n_devices) if order is None else order
-
-    def choose(a, i):
-        costs = own_costs(view, a, i, prices, params, allocation_rule, costs_fn)
-        return a.at[i].set(jnp.argmin(costs).astype(jnp.int32)), None
-
-    a, _ = jax.lax.scan(choose, jnp.zeros(p.n_devices, jnp.int32), order)
-    return a
+    return _dynamics(view, prices, params, allocation_rule, costs_fn, None, 0, order)[0]
 
 
 def best_response(view, prices, params, init=None, max_rounds: int = 20,
@@ -196,28 +211,4 @@ def best_response(view, prices, params, init=None, max_rounds: int = 20,
     device's own cost of a joint assignment, as in :func:`own_costs` (default:
     this slot's weighted cost).
     """
-    p = as_params(params)
-    if costs_fn is None and allocation_rule == "equal":
-        pricer = equal_share_pricer(view, prices, p)
-        if init is None:   # greedy's pass from all-local, then the rounds
-            return _best_response_counted(pricer, jnp.zeros((p.n_devices,), jnp.int32),
-                                          max_rounds, greedy_first=True)
-        return _best_response_counted(pricer, init.astype(jnp.int32), max_rounds)
-    if costs_fn is None:   # built once, outside the loops
-        costs_fn = slot_costs_fn(view, prices, params, allocation_rule)
-
-    def revise(carry, i):
-        a, changed, force = carry
-        costs = own_costs(view, a, i, prices, params, allocation_rule, costs_fn)
-        best = jnp.argmin(costs).astype(jnp.int32)
-        better = force | (costs[best] < costs[a[i]] * (1 - IMPROVE_TOL))
-        return (a.at[i].set(jnp.where(better, best, a[i])), changed | better, force), None
-
-    def one_round(a, force):
-        (a, changed, _), _ = jax.lax.scan(revise, (a, False, force), jnp.arange(p.n_devices))
-        return a, changed
-
-    if init is None:   # greedy's pass (see _best_response_counted), then the rounds
-        return _rounds(one_round, jnp.zeros((p.n_devices,), jnp.int32), max_rounds,
-                       greedy_first=True)
-    return _rounds(one_round, init.astype(jnp.int32), max_rounds)
+    return _dynamics(view, prices, params, allocation_rule, costs_fn, init, max_rounds)
