@@ -459,7 +459,10 @@ def _evaluate_repaired(state, decision, params) -> Outcome:
 
 # Outside jit the repair runs inside the compiled program too: run eagerly, its operations
 # compiled one by one the first time and dispatched one by one after (about 1 s, then
-# 6-10 ms a call at N = 6, against well under 1 ms for the compiled program).
+# 6-10 ms a call at N = 6, against well under 1 ms for the compiled program). The eager
+# evaluate, reset and step pass a Scenario as EnvParams (its numbers as leaves): scenarios
+# that differ only in numbers (a bandwidth, a cost weight) share one compiled program,
+# where a Scenario, static under jit, would compile its own.
 _evaluate_jit = jax.jit(_evaluate_repaired)
 
 
@@ -474,7 +477,7 @@ def evaluate(state: EnvState | Observation, decision: Decision, params: Params) 
     """
     if _is_concrete((state, decision, params)):
         check_decision(decision, params)
-        return _evaluate_jit(state, decision, params)
+        return _evaluate_jit(state, decision, as_params(params))
     return _evaluate_repaired(state, decision, params)
 
 
@@ -504,7 +507,7 @@ _reset_jit = jax.jit(_reset)
 def reset(key: jax.Array, params: Params) -> tuple[Observation, EnvState]:
     """A fresh instance: devices placed, tasks drawn, batteries charged, queues empty."""
     if _is_concrete(key):
-        return _reset_jit(key, params)
+        return _reset_jit(key, as_params(params))
     return _reset(key, params)
 
 
@@ -567,6 +570,6 @@ def step(key: jax.Array, state: EnvState, decision: Decision, params: Params):
     """
     if _is_concrete((key, state, decision, params)):
         check_decision(decision, params)
-        return _step_jit(key, state, decision, params)
+        return _step_jit(key, state, decision, as_params(params))
     return _step(key, state, decision, params)
 

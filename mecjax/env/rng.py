@@ -96,7 +96,18 @@ def uniforms(seed: jax.Array, first_stream: int,
     stream in one [sum of sizes] hash, instead of one small program per stream:
     the same numbers from a compiled program about half the size (the simulator
     draws 13 quantities at a reset and 8 in a step, in every rollout).
+
+    A nested ``jit``: inlined into a compiled caller, and one program where the
+    caller runs eagerly (a ``vmap`` of a reset outside ``jit``), not each operation
+    compiled and dispatched on its own; the words are integer hashes and their
+    conversion to floats is exact, so every way of compiling them gives the same bits.
     """
+    items = tuple((name, tuple(int(d) for d in shape)) for name, shape in shapes.items())
+    # (a dict leaves jit with its keys sorted: the draws come back in ``shapes``' order)
+    return dict(zip(shapes, _uniforms_jit(seed, first_stream, items)))
+
+
+def _uniforms(seed, first_stream, shapes):
     sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes.values()]
     if not sizes:
         return {}
@@ -120,6 +131,11 @@ def uniforms(seed: jax.Array, first_stream: int,
     return {name: out[name] for name in shapes}
 
 
+_uniforms_jit = jax.jit(
+    lambda seed, first, items: tuple(_uniforms(seed, first, dict(items)).values()),
+    static_argnums=(1, 2))
+
+
 def uniform(seed: jax.Array, stream: int, shape: tuple[int, ...]) -> jax.Array:
     """Uniforms in the open interval (0, 1), float32, of ``shape``.
 
@@ -127,7 +143,11 @@ def uniform(seed: jax.Array, stream: int, shape: tuple[int, ...]) -> jax.Array:
     quantity drawn; different streams of one seed are independent. Element
     ``i`` (row-major) is the word at counter ``i``.
     """
-    return to_unit(stream_words(seed, stream, shape))
+    return _uniform_jit(seed, stream, tuple(int(d) for d in shape))   # as uniforms
+
+
+_uniform_jit = jax.jit(lambda seed, stream, shape: to_unit(stream_words(seed, stream, shape)),
+                       static_argnums=(1, 2))
 
 
 def uniform_pair(seed: jax.Array, stream: int,

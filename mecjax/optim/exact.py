@@ -48,10 +48,18 @@ def exact_offload(view, prices, params, allocation_rule="optimal", chunk: int = 
     """Returns ``(offload [N], mean cost)`` of the best of all (M+1)^N vectors."""
     p = as_params(params)
     check_size(p.n_devices, p.n_servers)
+    if not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((view, prices, p))):
+        # called eagerly: the candidates' terms and the scan as one compiled program,
+        # not the terms' operations compiled and dispatched one by one
+        return _exact_offload_jit(view, prices, p, allocation_rule, chunk)
+    return _exact_offload(view, prices, p, allocation_rule, chunk)
+
+
+def _exact_offload(view, prices, p, allocation_rule, chunk):
     total = n_candidates(p.n_devices, p.n_servers)
     chunk = min(chunk, total)
     n_chunks = -(-total // chunk)
-    fitness = objective.population_cost_fn(view, prices, params, allocation_rule)
+    fitness = objective.population_cost_fn(view, prices, p, allocation_rule)
 
     def scan_chunk(best, c):
         idx = c * chunk + jnp.arange(chunk, dtype=jnp.int32)
@@ -65,3 +73,6 @@ def exact_offload(view, prices, params, allocation_rule="optimal", chunk: int = 
     (best_idx, best_cost), _ = jax.lax.scan(scan_chunk, (jnp.int32(0), jnp.float32(jnp.inf)),
                                             jnp.arange(n_chunks))
     return decode(best_idx, p.n_devices, p.n_options), best_cost
+
+
+_exact_offload_jit = jax.jit(_exact_offload, static_argnums=(3, 4))

@@ -304,7 +304,13 @@ def descend(t: PlanTerms, start, params, simulate, max_sweeps: int = 10):
         return out
 
     def move(carry, flat):
-        plan, state, value, changed = carry
+        plan, state, value, stale, revalue, changed = carry
+        # The state is rebuilt from the plan at a sweep's first move and after an accepted
+        # simulated move (which may force or free devices later), and revalued then and
+        # after an accepted safe move: one rebuild and one valuation in the program, each
+        # run where it is needed (the rebuild in a loop that runs only then).
+        state = once(stale, lambda pl: plan_state(t, pl, params), plan, state)
+        value = jnp.where(stale | revalue, state_value(t, state, params), value)
         k, i = flat // n, flat % n
         fast, unsafe, moves = option_values(t, state, k, i, value, params)
         simulated = jnp.any(unsafe)
@@ -316,20 +322,21 @@ def descend(t: PlanTerms, start, params, simulate, max_sweeps: int = 10):
         plan = jnp.where(better, plan.at[k, i].set(best), plan)
         moved = apply_move(t, state, plan, k, i, moves, best, params)
         state = jax.tree.map(lambda new, old: jnp.where(better, new, old), moved, state)
-        # a simulated move may force or free devices later: rebuild the state from the plan
-        state = once(better & simulated, lambda pl: plan_state(t, pl, params), plan, state)
-        value = jnp.where(better, state_value(t, state, params), value)
-        return (plan, state, value, changed | better), None
+        return (plan, state, value, better & simulated, better, changed | better), None
 
     def sweep(carry):
-        plan, _, sweeps = carry
-        state = plan_state(t, plan, params)
-        (plan, _, _, changed), _ = jax.lax.scan(
-            move, (plan, state, state_value(t, state, params), jnp.bool_(False)),
+        plan, state, _, sweeps = carry
+        (plan, state, _, _, _, changed), _ = jax.lax.scan(
+            move, (plan, state, jnp.zeros((), jnp.float32), jnp.bool_(True),
+                   jnp.bool_(False), jnp.bool_(False)),
             jnp.arange(horizon * n, dtype=jnp.int32))
-        return plan, changed, sweeps + 1
+        return plan, state, changed, sweeps + 1
 
-    plan, changed, sweeps = jax.lax.while_loop(
-        lambda c: c[1] & (c[2] < max_sweeps), sweep,
-        (jnp.asarray(start, jnp.int32), jnp.bool_(True), jnp.int32(0)))
+    start = jnp.asarray(start, jnp.int32)
+    # the first move of every sweep rebuilds the state: it starts as zeros of its shape
+    empty = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                         jax.eval_shape(lambda pl: plan_state(t, pl, params), start))
+    plan, _, changed, sweeps = jax.lax.while_loop(
+        lambda c: c[2] & (c[3] < max_sweeps), sweep,
+        (start, empty, jnp.bool_(True), jnp.int32(0)))
     return plan, sweeps, ~changed
