@@ -292,7 +292,10 @@ def sanitize_decision(decision: Decision, params: Params) -> tuple[Decision, dic
     return valid, flags
 
 
-def _is_concrete(tree: Any) -> bool:
+def is_concrete(tree: Any) -> bool:
+    """Whether no leaf of ``tree`` is a tracer: the call runs eagerly, outside any
+    ``jit``, ``vmap`` or other transformation (where one compiled program beats
+    dispatching each operation on its own)."""
     return not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
 
 
@@ -475,7 +478,7 @@ def evaluate(state: EnvState | Observation, decision: Decision, params: Params) 
     Outside jit a malformed decision raises ``ValueError``; inside, it is
     repaired as in :func:`sanitize_decision`.
     """
-    if _is_concrete((state, decision, params)):
+    if is_concrete((state, decision, params)):
         check_decision(decision, params)
         return _evaluate_jit(state, decision, as_params(params))
     return _evaluate_repaired(state, decision, params)
@@ -506,7 +509,7 @@ _reset_jit = jax.jit(_reset)
 
 def reset(key: jax.Array, params: Params) -> tuple[Observation, EnvState]:
     """A fresh instance: devices placed, tasks drawn, batteries charged, queues empty."""
-    if _is_concrete(key):
+    if is_concrete(key):
         return _reset_jit(key, as_params(params))
     return _reset(key, params)
 
@@ -568,7 +571,7 @@ def step(key: jax.Array, state: EnvState, decision: Decision, params: Params):
     and ``task_failed`` (bool), the slot's metrics (see :mod:`mecjax.env.metrics`)
     and the decision flags.
     """
-    if _is_concrete((key, state, decision, params)):
+    if is_concrete((key, state, decision, params)):
         check_decision(decision, params)
         return _step_jit(key, state, decision, as_params(params))
     return _step(key, state, decision, params)

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from mecjax.config import as_params
+from mecjax.env.env import is_concrete
 from mecjax.optim import objective
 
 MAX_CANDIDATES = 1 << 22  # about 4.2 million: N <= 11 at M = 3, N <= 22 at M = 1
@@ -48,7 +49,7 @@ def exact_offload(view, prices, params, allocation_rule="optimal", chunk: int = 
     """Returns ``(offload [N], mean cost)`` of the best of all (M+1)^N vectors."""
     p = as_params(params)
     check_size(p.n_devices, p.n_servers)
-    if not any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((view, prices, p))):
+    if is_concrete((view, prices, p)):
         # called eagerly: the candidates' terms and the scan as one compiled program,
         # not the terms' operations compiled and dispatched one by one
         return _exact_offload_jit(view, prices, p, allocation_rule, chunk)
