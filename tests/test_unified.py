@@ -181,6 +181,21 @@ def test_plan_costs_use_one_decision_per_slot_and_a_hold_plan_repeats_it(obs):
         jnp.sum(jnp.mean(mixed, -1)), rtol=1e-6)
 
 
+def test_plans_mean_cost_is_plan_mean_cost_of_each_plan(obs):
+    # the batched evaluation (its loop's step vmapped) gives each plan's eq. 22 value
+    s = S.replace(server_cpu_hz=2e7, battery_capacity_j=0.3)
+    slots = twin.persistence_slots(obs, 3)
+    prices = fixed_prices(s)
+    plans = jax.random.randint(jax.random.key(5), (6, 3, 8), 0, 4)
+    plans = plans.at[0].set(0).at[1].set(jnp.broadcast_to(plans[1, 0], (3, 8)))
+    many = jax.jit(lookahead.plans_mean_cost, static_argnums=4,
+                   compiler_options=QUICK_COMPILE)(obs, slots, plans, prices, s)
+    one = jax.jit(lookahead.plan_mean_cost, static_argnums=4, compiler_options=QUICK_COMPILE)
+    want = np.array([float(one(obs, slots, plan, prices, s)) for plan in plans])
+    np.testing.assert_allclose(np.asarray(many), want, rtol=1e-6)
+    assert np.ptp(want) > 1e-3 * np.abs(want).max()     # the plans differ in value
+
+
 # A slow server and a short slot: one offloaded task is more than F tau, so what a
 # device offloads now delays the next slot's tasks on that server, and eq. 22's
 # slots are coupled (with tau = 1 s, as in Table 1, nothing carries over at N = 8).

@@ -179,6 +179,12 @@ def _rounds(one_round, a0, max_rounds: int, greedy_first: bool = False):
     ``greedy_first``: one extra round before them with ``force`` true (every device takes
     its cheapest option: greedy's pass), after which the loop always goes on; ``rounds``
     does not count it."""
+    if greedy_first and max_rounds == 0:
+        # greedy alone: the forced round and nothing after it, without a loop around it (a
+        # loop under vmap is batched until its carry's batching settles: more to trace)
+        a, _ = one_round(a0, True)
+        return a, jnp.bool_(False), jnp.int32(0)
+
     def step(state):
         a, _, rounds = state
         force = rounds < 0

@@ -73,17 +73,9 @@ def horizon_terms(obs: Observation, slots, params, allocation_rule: str = "equal
     return jax.vmap(terms)(slots.task_bits, slots.task_cycles, slots.gain)
 
 
-def horizon_costs(obs: Observation, slots, offload, prices, params,
-                  allocation_rule: str = "equal", terms=None):
-    """[H, N] each device's weighted cost in every predicted slot under the plan
-    ``offload`` ([H, N], slot k uses ``offload[k]``; or a hold plan [N]), battery,
-    server backlog and device backlog carried from slot to slot (eq. 22's terms).
-    ``terms``: :func:`horizon_terms` of ``slots``, computed here when None."""
-    p = as_params(params)
-    plan = as_plan(offload, slots.task_bits.shape[0])
-    if terms is None:
-        terms = horizon_terms(obs, slots, p, allocation_rule)
-
+def _slot_step(obs: Observation, prices, p, allocation_rule: str):
+    """The horizon loop's step: ``((battery, backlog, device_backlog), (bits, cycles, gain,
+    offload, slot_terms)) -> (carry of the next slot, [N] each device's cost)``."""
     def slot(carry, xs):
         battery, backlog, device_backlog = carry
         bits, cycles, gain, offload, slot_terms = xs
@@ -97,9 +89,48 @@ def horizon_costs(obs: Observation, slots, offload, prices, params,
                                                     obs.cpu_freq, out, p)
         return (battery, backlog, device_backlog), out.cost
 
-    _, costs = jax.lax.scan(slot, (obs.battery, obs.backlog, obs.device_backlog),
+    return slot
+
+
+def horizon_costs(obs: Observation, slots, offload, prices, params,
+                  allocation_rule: str = "equal", terms=None):
+    """[H, N] each device's weighted cost in every predicted slot under the plan
+    ``offload`` ([H, N], slot k uses ``offload[k]``; or a hold plan [N]), battery,
+    server backlog and device backlog carried from slot to slot (eq. 22's terms).
+    ``terms``: :func:`horizon_terms` of ``slots``, computed here when None."""
+    p = as_params(params)
+    plan = as_plan(offload, slots.task_bits.shape[0])
+    if terms is None:
+        terms = horizon_terms(obs, slots, p, allocation_rule)
+    _, costs = jax.lax.scan(_slot_step(obs, prices, p, allocation_rule),
+                            (obs.battery, obs.backlog, obs.device_backlog),
                             (slots.task_bits, slots.task_cycles, slots.gain, plan, terms))
     return costs
+
+
+def plans_mean_cost(obs: Observation, slots, plans, prices, params,
+                    allocation_rule: str = "equal", terms=None):
+    """[B] :func:`plan_mean_cost` of each plan in ``plans`` [B, H, N]. The batch is inside
+    the horizon loop (its step is vmapped, not the loop): the values a ``vmap`` of
+    :func:`plan_mean_cost` gives, in a program that is traced and batched once (the
+    batching rule of a loop traces its body again)."""
+    p = as_params(params)
+    if terms is None:
+        terms = horizon_terms(obs, slots, p, allocation_rule)
+    step = _slot_step(obs, prices, p, allocation_rule)
+
+    def slot(carry, xs):
+        bits, cycles, gain, rows, slot_terms = xs
+        return jax.vmap(lambda c, row: step(c, (bits, cycles, gain, row, slot_terms)))(
+            carry, rows)
+
+    n_plans = plans.shape[0]
+    carry = jax.tree.map(lambda x: jnp.broadcast_to(x, (n_plans,) + x.shape),
+                         (obs.battery, obs.backlog, obs.device_backlog))
+    _, costs = jax.lax.scan(slot, carry, (slots.task_bits, slots.task_cycles, slots.gain,
+                                          jnp.swapaxes(jnp.asarray(plans, jnp.int32), 0, 1),
+                                          terms))                              # [H, B, N]
+    return jnp.sum(jnp.mean(costs, -1), 0)
 
 
 def horizon_costs_fn(obs: Observation, slots, prices, params, allocation_rule: str = "equal"):
@@ -128,26 +159,30 @@ def horizon_mean_cost(obs: Observation, slots, offload, prices, params,
 
 def cooperative_plan(obs: Observation, slots, myopic, prices, params, max_sweeps: int = 10,
                      allocation_rule: str = "equal"):
-    """``(plan [H, N], value, converged)``: eq. 22 as written, minimised by coordinate
-    descent over (slot, device) pairs (:func:`mecjax.optim.coordinate.coordinate_descent`).
+    """``(plan [H, N], converged)``: eq. 22 as written, minimised by coordinate descent
+    over (slot, device) pairs (:func:`mecjax.optim.coordinate.coordinate_descent`).
 
     The descent starts from the better on eq. 22 of the hold plan of ``myopic`` [N]
     (the one-slot decision) and all-local, and only accepts improving moves, so
-    the plan is never worse than either on the predicted cost. ``converged``:
-    the last sweep changed nothing (a local optimum for single changes).
+    the plan is never worse than either on the predicted cost (its value:
+    :func:`plan_mean_cost`). ``converged``: the last sweep changed nothing (a local
+    optimum for single changes).
     """
     p = as_params(params)
     horizon = slots.task_bits.shape[0]
     terms = horizon_terms(obs, slots, p, allocation_rule)
     value_of = lambda plan: plan_mean_cost(obs, slots, plan, prices, p,  # noqa: E731
                                            allocation_rule, terms)
+    values_of = lambda plans: plans_mean_cost(obs, slots, plans, prices, p,  # noqa: E731
+                                              allocation_rule, terms)
     held = as_plan(myopic, horizon)
     local = jnp.zeros_like(held)
-    start = jnp.where(value_of(local) < value_of(held), local, held)
+    start_values = values_of(jnp.stack([local, held]))
+    start = jnp.where(start_values[0] < start_values[1], local, held)
     if plan_descent.supported(p, allocation_rule):
         t = plan_descent.plan_terms(obs, slots, terms, prices, p)
-        plan, _, converged = plan_descent.descend(t, start, p, value_of, max_sweeps)
-        return plan, value_of(plan), converged
-    plan, value, _, converged = coordinate.coordinate_descent(value_of, start,
-                                                              p.n_servers + 1, max_sweeps)
-    return plan, value, converged
+        plan, _, converged = plan_descent.descend(t, start, p, values_of, max_sweeps)
+        return plan, converged
+    plan, _, _, converged = coordinate.coordinate_descent(value_of, start, p.n_servers + 1,
+                                                          max_sweeps)
+    return plan, converged

@@ -63,6 +63,23 @@ from mecjax.optim.coordinate import IMPROVE_TOL
 MARGIN_RTOL = 1e-5
 
 
+def _at(x, *index):
+    """``x[index]`` for traced indices known to be in range: one dynamic slice, without
+    the wrapping of negative indices that ``x[k]`` adds (a move indexes a dozen arrays, and
+    those operations would make its program larger to trace and to compile)."""
+    full = tuple(index) + (0,) * (x.ndim - len(index))
+    sizes = (1,) * len(index) + x.shape[len(index):]
+    return jax.lax.dynamic_slice(x, full, sizes, allow_negative_indices=False).reshape(
+        x.shape[len(index):])
+
+
+def _set(x, value, *index):
+    """``x.at[index].set(value)`` for traced indices known to be in range (as :func:`_at`)."""
+    full = tuple(index) + (0,) * (x.ndim - len(index))
+    value = jnp.asarray(value, x.dtype).reshape((1,) * len(index) + x.shape[len(index):])
+    return jax.lax.dynamic_update_slice(x, value, full, allow_negative_indices=False)
+
+
 def supported(params, allocation_rule: str) -> bool:
     """Whether :func:`descend` applies: equal shares, no hard battery, no device queue."""
     p = as_params(params)
@@ -111,28 +128,55 @@ def plan_terms(obs, slots, terms, prices, params) -> PlanTerms:
                      battery0=obs.battery, backlog0=obs.backlog)
 
 
+# The rows of PlanState.servers and Moves.servers: the aggregates each slot sums per server.
+SERVER_SUMS = ("count", "unit", "edge", "work")
+
+
 @struct.dataclass
 class PlanState:
-    """A plan's server aggregates, energies and battery margins (:func:`plan_state`)."""
+    """A plan's server aggregates, energies and battery margins (:func:`plan_state`).
+    The four per-server sums are one array (``servers``): a move reads and writes slot
+    k's row of all four at once (one slice and one update in the program, not four)."""
 
     run: jax.Array       # [H, N] int32 the server each device executes on (forcing applied)
     moved: jax.Array     # [H, N] unit energy at the device's server (0 if local)
-    count: jax.Array     # [H, M] n_kj
-    unit: jax.Array      # [H, M] U_kj
-    edge: jax.Array      # [H, M] E_kj
-    work: jax.Array      # [H, M] W_kj
+    servers: jax.Array   # [H, 4, M] n_kj, U_kj, E_kj, W_kj (SERVER_SUMS)
     local: jax.Array     # [H] sum of l_ki over local devices
     energy: jax.Array    # [H, N] each device's energy in the slot
     battery: jax.Array   # [H, N] each device's battery at the start of the slot
-    forced: jax.Array    # [H, N] bool: battery below local energy (option 0 offloads)
     slack: jax.Array     # [H, N] the largest battery change after slot k that moves no
                          # battery across its local energy where the plan computes locally
 
+    @property
+    def count(self):
+        """[H, M] n_kj: the devices executing on each server."""
+        return self.servers[..., 0, :]
 
-def _energy(t: PlanTerms, run, moved, count, k):
-    """[N] each device's energy in slot ``k`` under equal shares."""
-    return jnp.where(run > 0, moved * physics.per_device_of_server(run, count),
-                     t.local_energy[k])
+    @property
+    def unit(self):
+        """[H, M] U_kj."""
+        return self.servers[..., 1, :]
+
+    @property
+    def edge(self):
+        """[H, M] E_kj."""
+        return self.servers[..., 2, :]
+
+    @property
+    def work(self):
+        """[H, M] W_kj."""
+        return self.servers[..., 3, :]
+
+
+def forced(t: PlanTerms, s: PlanState):
+    """[H, N] bool: the battery is below the local energy (option 0 offloads)."""
+    return s.battery < t.local_energy
+
+
+def _energy(run, moved, count, local_energy):
+    """[N] each device's energy in a slot under equal shares (``local_energy`` [N]: the
+    slot's)."""
+    return jnp.where(run > 0, moved * physics.per_device_of_server(run, count), local_energy)
 
 
 def _batteries(t: PlanTerms, energy, params):
@@ -161,43 +205,47 @@ def plan_state(t: PlanTerms, plan, params) -> PlanState:
     observation with the mean harvest (as :func:`mecjax.optim.lookahead.horizon_costs`)."""
     p = as_params(params)
     m = p.n_servers
-    def slot(battery, k):
-        forced = battery < t.local_energy[k]
-        run = _env.force_to_best(plan[k], forced, t.best_server[k])
+    def slot(battery, xs):
+        offload, local_energy, best_server, unit_energy, unit, edge_own, cycles, local_cost = xs
+        run = _env.force_to_best(offload, battery < local_energy, best_server)
         count = physics.per_server_sum(run, jnp.ones(run.shape, jnp.float32), m)
-        moved = physics.gain_of_server(run, t.unit_energy[k])
-        energy = _energy(t, run, moved, count, k)
-        out = (run, moved, count,
-               physics.per_server_sum(run, physics.gain_of_server(run, t.unit[k]), m),
-               physics.per_server_sum(run, physics.gain_of_server(run, t.edge_own[k]), m),
-               physics.per_server_sum(run, t.cycles[k], m),
-               jnp.sum(jnp.where(run == 0, t.local_cost[k], 0.0)), energy, battery, forced)
+        moved = physics.gain_of_server(run, unit_energy)
+        energy = _energy(run, moved, count, local_energy)
+        servers = jnp.stack([
+            count, physics.per_server_sum(run, physics.gain_of_server(run, unit), m),
+            physics.per_server_sum(run, physics.gain_of_server(run, edge_own), m),
+            physics.per_server_sum(run, cycles, m)])
+        out = (run, moved, servers, jnp.sum(jnp.where(run == 0, local_cost, 0.0)),
+               energy, battery)
         return dynamics.battery_update(battery, energy, 0.5, p.harvest_max_j,
                                        p.battery_capacity_j), out
 
-    _, (run, moved, count, unit, edge, work, local, energy, battery, forced) = jax.lax.scan(
-        slot, t.battery0, jnp.arange(plan.shape[0]))
-    return PlanState(run=run, moved=moved, count=count, unit=unit, edge=edge, work=work,
-                     local=local, energy=energy, battery=battery, forced=forced,
-                     slack=_slack(t, plan, battery))
+    # the scan slices each slot's rows
+    _, (run, moved, servers, local, energy, battery) = jax.lax.scan(
+        slot, t.battery0, (plan, t.local_energy, t.best_server, t.unit_energy, t.unit,
+                           t.edge_own, t.cycles, t.local_cost))
+    return PlanState(run=run, moved=moved, servers=servers, local=local, energy=energy,
+                     battery=battery, slack=_slack(t, plan, battery))
 
 
-def aggregate_value(t: PlanTerms, count, unit, edge, work, local, params):
-    """Scalar eq. 22 (device-mean cost summed over the slots) from the aggregates
-    ([H, M] and [H]); the backlog chain starts from the observation."""
+def aggregate_value(t: PlanTerms, servers, local, params):
+    """Eq. 22 (device-mean cost summed over the slots) from the aggregates ``servers``
+    [..., H, 4, M] (:data:`SERVER_SUMS`) and ``local`` [..., H] (leading axes are batch
+    axes: a value each); the backlog chain starts from the observation."""
     p = as_params(params)
     backlog, total = t.backlog0, 0.0
-    for k in range(count.shape[0]):        # unrolled: H is small, and the sums are [M]
+    for k in range(servers.shape[-3]):     # unrolled: H is small, and the sums are [M]
+        count, unit, edge, work = (servers[..., k, j, :] for j in range(4))
         wait = physics.queue_wait(backlog, p.server_cpu_hz)
-        total = total + jnp.sum(count[k] * unit[k] + p.alpha * count[k] * wait + edge[k])
-        total = total + local[k]
-        backlog = dynamics.backlog_update(backlog, work[k], p.server_cpu_hz, p.slot_s)
+        total = total + jnp.sum(count * unit + p.alpha * count * wait + edge, -1)
+        total = total + local[..., k]
+        backlog = dynamics.backlog_update(backlog, work, p.server_cpu_hz, p.slot_s)
     return total / t.local_cost.shape[-1]
 
 
 def state_value(t: PlanTerms, s: PlanState, params):
     """Scalar eq. 22 of the plan whose state is ``s``."""
-    return aggregate_value(t, s.count, s.unit, s.edge, s.work, s.local, params)
+    return aggregate_value(t, s.servers, s.local, params)
 
 
 @struct.dataclass
@@ -205,10 +253,7 @@ class Moves:
     """Slot k's aggregates after moving one device to each of its options ([M+1, ...])."""
 
     run_on: jax.Array    # [M+1] int32 the server each option executes on
-    count: jax.Array     # [M+1, M]
-    unit: jax.Array      # [M+1, M]
-    edge: jax.Array      # [M+1, M]
-    work: jax.Array      # [M+1, M]
+    servers: jax.Array   # [M+1, 4, M] slot k's row of PlanState.servers
     local: jax.Array     # [M+1]
 
 
@@ -217,41 +262,43 @@ def option_values(t: PlanTerms, s: PlanState, k, i, value, params):
     ``k`` to each option, from the aggregates (the current option's value is ``value``);
     ``unsafe``: that value may be wrong (a battery may cross its local energy, or a rate
     reach the floor); ``moves``: slot k's :class:`Moves`."""
-    m = s.count.shape[-1]
+    m = s.servers.shape[-1]
     servers = jnp.arange(1, m + 1, dtype=jnp.int32)
     options = jnp.arange(m + 1, dtype=jnp.int32)
-    here = s.run[k, i]
-    run_on = jnp.where(options > 0, options, jnp.where(s.forced[k, i], t.best_server[k, i], 0))
+    here = _at(s.run, k, i)
+    local_energy = _at(t.local_energy, k, i)
+    local_cost = _at(t.local_cost, k, i)
+    forced_here = _at(s.battery, k, i) < local_energy
+    run_on = jnp.where(options > 0, options, jnp.where(forced_here, _at(t.best_server, k, i), 0))
     leave = (servers == here).astype(jnp.float32)                                   # [M]
     join = (servers[None, :] == run_on[:, None]).astype(jnp.float32)                # [M+1, M]
     delta = join - leave[None, :]
-
-    def row(table, per_server):                 # [M+1, M] slot k's row after each move
-        return table[k][None, :] + delta * per_server[None, :]
-
-    moves = Moves(run_on=run_on, count=row(s.count, jnp.ones((m,), jnp.float32)),
-                  unit=row(s.unit, t.unit[k, i]), edge=row(s.edge, t.edge_own[k, i]),
-                  work=row(s.work, jnp.broadcast_to(t.cycles[k, i], (m,))),
-                  local=(s.local[k] - jnp.where(here == 0, t.local_cost[k, i], 0.0)
-                         + jnp.where(run_on == 0, t.local_cost[k, i], 0.0)))
-
-    def value_after(c, u, e, w, loc):
-        return aggregate_value(t, s.count.at[k].set(c), s.unit.at[k].set(u),
-                               s.edge.at[k].set(e), s.work.at[k].set(w),
-                               s.local.at[k].set(loc), params)
-
-    values = jax.vmap(value_after)(moves.count, moves.unit, moves.edge, moves.work,
-                                   moves.local)
+    # what device i adds to each sum of a server it executes on: [4, M]
+    mine = jnp.stack([jnp.ones((m,), jnp.float32), _at(t.unit, k, i), _at(t.edge_own, k, i),
+                      jnp.broadcast_to(_at(t.cycles, k, i), (m,))])
+    local = _at(s.local, k)
+    moves = Moves(run_on=run_on, servers=_at(s.servers, k)[None] + delta[:, None, :] * mine[None],
+                  # unchanged where the device stays on its server: moving to it is a no-op
+                  local=jnp.where(run_on == here, local,
+                                  local - jnp.where(here == 0, local_cost, 0.0)
+                                  + jnp.where(run_on == 0, local_cost, 0.0)))
+    # [M+1, H, ...] the tables after each move: slot k's row replaced (a select, not a
+    # batched update: the same values, a smaller program)
+    at_k = jnp.arange(s.servers.shape[0]) == k                                      # [H]
+    values = aggregate_value(
+        t, jnp.where(at_k[:, None, None], moves.servers[:, None], s.servers[None]),
+        jnp.where(at_k, moves.local[:, None], s.local[None]), params)
     moving = run_on != here
     values = jnp.where(moving, values, value)
     # Battery changes after slot k: device i's own energy change, and the unit energy of
     # every other device on the server it leaves (+) or joins (-).
     own_energy = jnp.where(run_on > 0, physics.gain_of_server(
-        run_on, jnp.broadcast_to(t.unit_energy[k, i], (m + 1, m)))
-        * physics.per_device_of_server(run_on, moves.count), t.local_energy[k, i])
-    own_unsafe = jnp.abs(own_energy - s.energy[k, i]) >= s.slack[k, i]
-    crossing = (s.moved[k] >= s.slack[k]).astype(jnp.float32)                       # [N]
-    risky = (physics.per_server_sum(s.run[k], crossing, m) > 0) | t.floor_risk[k]    # [M]
+        run_on, jnp.broadcast_to(_at(t.unit_energy, k, i), (m + 1, m)))
+        * physics.per_device_of_server(run_on, moves.servers[:, 0]), local_energy)
+    slack = _at(s.slack, k)                                                         # [N]
+    own_unsafe = jnp.abs(own_energy - _at(s.energy, k, i)) >= _at(slack, i)
+    crossing = (_at(s.moved, k) >= slack).astype(jnp.float32)                       # [N]
+    risky = (physics.per_server_sum(_at(s.run, k), crossing, m) > 0) | _at(t.floor_risk, k)
     touched = jnp.maximum(join, leave[None, :]) > 0                                 # [M+1, M]
     server_unsafe = jnp.any(touched & risky[None, :], axis=1)
     return values, moving & (own_unsafe | server_unsafe), moves
@@ -260,21 +307,20 @@ def option_values(t: PlanTerms, s: PlanState, k, i, value, params):
 def apply_move(t: PlanTerms, s: PlanState, plan, k, i, moves: Moves, o, params) -> PlanState:
     """The state after device ``i`` in slot ``k`` moves to option ``o`` (``plan``: the plan
     after the move), when the move forces or frees no device in a later slot (option
-    values not ``unsafe``): slot k's aggregates and energies, and every later battery."""
-    b = moves.run_on[o]
-    run = s.run.at[k, i].set(b)
-    moved = s.moved.at[k, i].set(jnp.where(b > 0, t.unit_energy[k, i, jnp.maximum(b - 1, 0)],
-                                           0.0))
-    count = s.count.at[k].set(moves.count[o])
-    energy = s.energy.at[k].set(_energy(t, run[k], moved[k], count[k], k))
+    values not ``unsafe``): slot k's aggregates and energies, and every later battery.
+    Moving to the current option leaves the state as it is, bit for bit."""
+    b = _at(moves.run_on, o)
+    run = _set(s.run, b, k, i)
+    moved = _set(s.moved, jnp.where(b > 0, _at(t.unit_energy, k, i, jnp.maximum(b - 1, 0)),
+                                    0.0), k, i)
+    row = _at(moves.servers, o)
+    servers = _set(s.servers, row, k)
+    energy = _set(s.energy, _energy(_at(run, k), _at(moved, k), row[0],
+                                    _at(t.local_energy, k)), k)
     battery = _batteries(t, energy, params)
-    return s.replace(run=run, moved=moved, count=count, unit=s.unit.at[k].set(moves.unit[o]),
-                     edge=s.edge.at[k].set(moves.edge[o]),
-                     work=s.work.at[k].set(moves.work[o]),
-                     local=s.local.at[k].set(moves.local[o]), energy=energy, battery=battery,
-                     # where the plan computes locally the move flips none of these (it is
-                     # safe); elsewhere they change what option 0 would run on
-                     forced=battery < t.local_energy, slack=_slack(t, plan, battery))
+    return s.replace(run=run, moved=moved, servers=servers,
+                     local=_set(s.local, _at(moves.local, o), k), energy=energy,
+                     battery=battery, slack=_slack(t, plan, battery))
 
 
 def descend(t: PlanTerms, start, params, simulate, max_sweeps: int = 10):
@@ -282,7 +328,7 @@ def descend(t: PlanTerms, start, params, simulate, max_sweeps: int = 10):
     the order of :func:`mecjax.optim.coordinate.coordinate_descent`: slot-major), each
     moving to the option that lowers eq. 22 most by more than ``IMPROVE_TOL`` (relative).
 
-    ``simulate``: plan [H, N] -> scalar eq. 22 by simulating the horizon, used for the
+    ``simulate``: plans [B, H, N] -> [B] eq. 22 by simulating the horizon, used for the
     options of a move the aggregates cannot price. Returns ``(plan, sweeps, converged)``.
     """
     horizon, n = start.shape
@@ -303,25 +349,30 @@ def descend(t: PlanTerms, start, params, simulate, max_sweeps: int = 10):
                                        (default, jnp.bool_(False), operand))
         return out
 
-    def move(carry, flat):
+    def move(carry, pair):
         plan, state, value, stale, revalue, changed = carry
+        k, i = pair
         # The state is rebuilt from the plan at a sweep's first move and after an accepted
         # simulated move (which may force or free devices later), and revalued then and
         # after an accepted safe move: one rebuild and one valuation in the program, each
         # run where it is needed (the rebuild in a loop that runs only then).
         state = once(stale, lambda pl: plan_state(t, pl, params), plan, state)
         value = jnp.where(stale | revalue, state_value(t, state, params), value)
-        k, i = flat // n, flat % n
         fast, unsafe, moves = option_values(t, state, k, i, value, params)
         simulated = jnp.any(unsafe)
-        values = once(simulated, lambda pl: jax.vmap(
-            lambda o: simulate(pl.at[k, i].set(o)))(options), plan, fast)
-        current = plan[k, i]
+        # [M+1, H, N] the plan with (k, i) set to each option
+        at_ki = (jnp.arange(horizon)[:, None] == k) & (jnp.arange(n)[None, :] == i)
+        values = once(simulated, lambda pl: simulate(
+            jnp.where(at_ki, options[:, None, None], pl[None])), plan, fast)
+        current = _at(plan, k, i)
         best = jnp.argmin(values).astype(jnp.int32)
-        better = values[best] < values[current] - IMPROVE_TOL * jnp.abs(values[current])
-        plan = jnp.where(better, plan.at[k, i].set(best), plan)
-        moved = apply_move(t, state, plan, k, i, moves, best, params)
-        state = jax.tree.map(lambda new, old: jnp.where(better, new, old), moved, state)
+        now = _at(values, current)
+        better = _at(values, best) < now - IMPROVE_TOL * jnp.abs(now)
+        # moving to the current option leaves the state as it is, bit for bit (the same
+        # rows, energies and batteries recomputed): no select between two states
+        choice = jnp.where(better, best, current)
+        plan = _set(plan, choice, k, i)
+        state = apply_move(t, state, plan, k, i, moves, choice, params)
         return (plan, state, value, better & simulated, better, changed | better), None
 
     def sweep(carry):
@@ -329,7 +380,8 @@ def descend(t: PlanTerms, start, params, simulate, max_sweeps: int = 10):
         (plan, state, _, _, _, changed), _ = jax.lax.scan(
             move, (plan, state, jnp.zeros((), jnp.float32), jnp.bool_(True),
                    jnp.bool_(False), jnp.bool_(False)),
-            jnp.arange(horizon * n, dtype=jnp.int32))
+            (jnp.repeat(jnp.arange(horizon, dtype=jnp.int32), n),
+             jnp.tile(jnp.arange(n, dtype=jnp.int32), horizon)))
         return plan, state, changed, sweeps + 1
 
     start = jnp.asarray(start, jnp.int32)

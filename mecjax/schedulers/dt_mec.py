@@ -125,7 +125,7 @@ class DTMEC(LearnedScheduler):
                                                costs_fn=costs_fn)
             return lookahead.as_plan(offload, self.horizon), view, carry
         myopic, _, _ = game.best_response(view, prices, p, max_rounds=self.max_rounds)
-        plan, _, _ = lookahead.cooperative_plan(obs, slots, myopic, prices, p, self.max_sweeps)
+        plan, _ = lookahead.cooperative_plan(obs, slots, myopic, prices, p, self.max_sweeps)
         return plan, view, carry
 
     def plan(self, sched_state, obs, params):
