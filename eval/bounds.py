@@ -20,7 +20,7 @@ import numpy as np
 
 from mecjax.config import Scenario
 from mecjax.optim import separable
-from mecjax.rollout import rollout_instance
+from mecjax.rollout import rollout_instances
 from mecjax.schedulers import make
 from mecjax.schedulers.base import fixed_prices
 
@@ -32,17 +32,12 @@ def _planned_and_bound(obs, decision, s: Scenario, fw_iterations: int) -> dict:
             "bound": separable.relaxation_bound(terms, fw_iterations)}
 
 
-def _instance_gaps(key, s: Scenario, slots: int, fw_iterations: int):
-    """[T] planned cost and [T] bound along one instance's cooperative trajectory."""
-    per_slot = rollout_instance(make("cooperative"), s, key, slots,
-                                probe=partial(_planned_and_bound, fw_iterations=fw_iterations))
-    return per_slot["planned"], per_slot["bound"]
-
-
 @partial(jax.jit, static_argnums=(1, 2, 3, 4))
 def _gaps(key, s: Scenario, instances: int, slots: int, fw_iterations: int):
-    keys = jax.random.split(key, instances)
-    return jax.vmap(lambda k: _instance_gaps(k, s, slots, fw_iterations))(keys)
+    """[B, T] planned cost and [B, T] bound along each instance's cooperative trajectory."""
+    per_slot = rollout_instances(make("cooperative"), s, jax.random.split(key, instances), slots,
+                                 probe=partial(_planned_and_bound, fw_iterations=fw_iterations))
+    return per_slot["planned"], per_slot["bound"]
 
 
 def cooperative_bound_gaps(s: Scenario, seed: int, instances: int, slots: int,

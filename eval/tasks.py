@@ -34,7 +34,7 @@ from mecjax.cli import ArgumentParser, enable_compilation_cache, run_program
 from mecjax.config import as_params, per_server
 from mecjax.env import physics
 from mecjax.outputs import UserError, dumps_strict, lock_output_dir, write_files_atomic
-from mecjax.rollout import rollout_instance
+from mecjax.rollout import rollout_instances
 from mecjax.schedulers import make
 from mecjax.stats import mean_ci
 
@@ -59,8 +59,8 @@ def slot_probe(obs, decision, params) -> dict[str, jax.Array]:
 
 @partial(jax.jit, static_argnums=(3, 4))
 def _evidence(scheduler, params, key, n_instances: int, n_slots: int):
-    keys = jax.random.split(key, n_instances)
-    return jax.vmap(lambda k: rollout_instance(scheduler, params, k, n_slots, slot_probe))(keys)
+    return rollout_instances(scheduler, params, jax.random.split(key, n_instances), n_slots,
+                             slot_probe)
 
 
 def server_kinds(scenario) -> list[int]:

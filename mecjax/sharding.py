@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from mecjax.config import as_params
 from mecjax.outputs import UserError
 from mecjax.preflight import compiled_bytes
-from mecjax.rollout import rollout_instance
+from mecjax.rollout import rollout_instances
 from mecjax.schedulers.base import Scheduler
 
 AXIS = "instances"
@@ -148,8 +148,7 @@ def host_bytes(compiled) -> int | None:
 
 @partial(jax.jit, static_argnums=(3,))
 def _rollout_from_key_data(scheduler, params, key_data, n_slots: int):
-    return jax.vmap(lambda kd: rollout_instance(scheduler, params, jax.random.wrap_key_data(kd),
-                                                n_slots))(key_data)
+    return rollout_instances(scheduler, params, jax.random.wrap_key_data(key_data), n_slots)
 
 
 def padded_size(n_instances: int, n_devices: int) -> int:

@@ -14,7 +14,7 @@ jax.config.update("jax_compilation_cache_dir",
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 import mecjax  # noqa: E402
-from mecjax.rollout import rollout_instance  # noqa: E402
+from mecjax.rollout import rollout_instances  # noqa: E402
 
 # XLA options for programs a test compiles itself (``jax.jit(f, compiler_options=...)``):
 # the same optimised HLO, lowered to machine code with little LLVM optimisation, which
@@ -27,15 +27,14 @@ QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensiv
 
 @partial(jax.jit, static_argnums=(3, 4, 5), compiler_options=QUICK_COMPILE)
 def _quick_rollout(scheduler, params, key, n_instances, n_slots, probe):
-    return jax.vmap(lambda k: rollout_instance(scheduler, params, k, n_slots, probe))(
-        jax.random.split(key, n_instances))
+    return rollout_instances(scheduler, params, jax.random.split(key, n_instances), n_slots, probe)
 
 
 def quick_rollout(scheduler, params, key, n_instances: int, n_slots: int, probe=None) -> dict:
     """:func:`mecjax.rollout.rollout` of ``scheduler`` (the same instances: instance b runs
-    on ``split(key, B)[b]``, under ``jit`` of ``vmap``) compiled with QUICK_COMPILE, for the
-    tests of what a scheduler does rather than of ``rollout`` itself (test_schedulers);
-    ``probe`` as in :func:`mecjax.rollout.rollout_instance`."""
+    on ``split(key, B)[b]``: :func:`mecjax.rollout.rollout_instances` under ``jit``) compiled
+    with QUICK_COMPILE, for the tests of what a scheduler does rather than of ``rollout``
+    itself (test_schedulers); ``probe`` as in :func:`mecjax.rollout.rollout_instance`."""
     return _quick_rollout(scheduler, params, key, n_instances, n_slots, probe)
 
 

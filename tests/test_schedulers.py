@@ -84,7 +84,7 @@ def test_the_library_reads_no_checkpoint_inside_a_trace():
 # every size compiles its own program: one size here keeps the suite's compile time down).
 CASES = [(name, 50) for name in PAPER_SCHEDULERS if name != "exact"]
 # The schedulers whose public rollouts test_rollout_is_deterministic_... runs again (the
-# same compiled programs); the others' rollouts (jit of vmap of the same rollout_instance)
+# same compiled programs); the others' rollouts (jit of the same rollout_instances)
 # are compiled with QUICK_COMPILE: they run for milliseconds.
 PUBLIC_ROLLOUT = ("local", "random", "greedy")
 
@@ -249,13 +249,13 @@ def test_a_learned_scheduler_carries_its_checkpoint_as_pytree_leaves(gat_run):
 def test_a_retrained_checkpoint_runs_its_new_weights_in_the_same_program(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     traces = []
-    instance = rollout.rollout_instance
+    instances = rollout.rollout_instances
 
-    def traced_instance(*args, **kw):     # the public rollout traces this once per program
+    def traced_instances(*args, **kw):    # the public rollout traces this once per program
         traces.append(1)
-        return instance(*args, **kw)
+        return instances(*args, **kw)
 
-    monkeypatch.setattr(rollout, "rollout_instance", traced_instance)
+    monkeypatch.setattr(rollout, "rollout_instances", traced_instances)
     key = jax.random.key(1)
     save_run(GAT, TINY, run_dir, 2)
     first = make("gat_mec", checkpoint=str(run_dir))
