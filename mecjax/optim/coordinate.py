@@ -19,6 +19,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from mecjax.optim.indexing import at, set_at
+
 IMPROVE_TOL = 1e-7  # relative drop of the objective a move needs
 
 
@@ -37,11 +39,12 @@ def coordinate_descent(objective: Callable, x0, n_options: int, max_sweeps: int 
 
     def move(carry, k):
         flat, value, changed = carry
-        values = jax.vmap(lambda o: value_of(flat.at[k].set(o)))(options)   # [n_options]
+        values = jax.vmap(lambda o: value_of(set_at(flat, o, k)))(options)   # [n_options]
         best = jnp.argmin(values).astype(jnp.int32)
-        better = values[best] < value - IMPROVE_TOL * jnp.abs(value)
-        flat = jnp.where(better, flat.at[k].set(best), flat)
-        return (flat, jnp.where(better, values[best], value), changed | better), None
+        lowest = at(values, best)
+        better = lowest < value - IMPROVE_TOL * jnp.abs(value)
+        flat = jnp.where(better, set_at(flat, best, k), flat)
+        return (flat, jnp.where(better, lowest, value), changed | better), None
 
     def sweep(state):
         flat, value, _, sweeps = state

@@ -25,6 +25,7 @@ from mecjax.config import as_params
 from mecjax.env import env as _env
 from mecjax.env import physics
 from mecjax.optim import objective
+from mecjax.optim.indexing import at, set_at
 
 IMPROVE_TOL = 1e-6  # relative improvement a device needs to switch (guarantees termination)
 
@@ -38,17 +39,18 @@ def slot_costs_fn(view, prices, params, allocation_rule="equal"):
 
 
 def own_costs(view, offload, i, prices, params, allocation_rule="equal", costs_fn=None):
-    """[M+1] the cost device ``i`` would pay for each option, others fixed.
+    """[M+1] the cost device ``i`` (0 <= i < N) would pay for each option, others fixed.
 
     ``costs_fn`` (offload [N] -> per-device costs [N]) replaces the one-slot
     cost, e.g. by the look-ahead cost over a horizon (:mod:`mecjax.optim.lookahead`).
     """
     p = as_params(params)
     options = jnp.arange(p.n_servers + 1, dtype=jnp.int32)
+    offload = jnp.asarray(offload, jnp.int32)
     costs_fn = slot_costs_fn(view, prices, params, allocation_rule) if costs_fn is None else costs_fn
 
     def cost_if(o):
-        return costs_fn(offload.at[i].set(o))[i]
+        return at(costs_fn(set_at(offload, o, i)), i)
 
     return jax.vmap(cost_if)(options)
 
@@ -91,12 +93,13 @@ class EqualSharePricer:
         others = self.moved(counts, current, 0)                                   # [M]
         options = jnp.arange(m + 1, dtype=jnp.int32)
         run_on = jnp.where(options > 0, options,
-                           jnp.where(self.forced[i], t.best_server[i], 0))        # [M+1]
+                           jnp.where(at(self.forced, i), at(t.best_server, i), 0))  # [M+1]
         n = physics.per_device_of_server(run_on, others).astype(jnp.float32) + 1.0
         share = jnp.where(run_on > 0, 1.0 / n, 0.0)
-        full_rate = physics.gain_of_server(run_on, jnp.broadcast_to(t.full_rate[i], (m + 1, m)))
+        full_rate = physics.gain_of_server(run_on, jnp.broadcast_to(at(t.full_rate, i),
+                                                                    (m + 1, m)))
         rate = jnp.maximum(jnp.where(run_on > 0, share, 1.0) * full_rate, physics.MIN_RATE_BPS)
-        one = lambda x: jnp.broadcast_to(x[i], (m + 1,))  # noqa: E731
+        one = lambda x: jnp.broadcast_to(at(x, i), (m + 1,))  # noqa: E731
         out = _env.outcome_at_rate(run_on, rate, share, one(t.local_energy), one(v.task_bits),
                                    one(v.task_cycles), one(v.cpu_freq), one(v.tx_power),
                                    one(v.battery), v.backlog, self.prices, p,
@@ -119,13 +122,15 @@ def _counted_round(pricer: EqualSharePricer, order):
     its cheapest option (greedy's pass)."""
     def revise(carry, i):
         a, run, counts, changed, force = carry
-        costs, run_on = pricer.option_costs(i, counts, run[i])
+        here, now = at(run, i), at(a, i)
+        costs, run_on = pricer.option_costs(i, counts, here)
         best = jnp.argmin(costs).astype(jnp.int32)
-        better = force | (costs[best] < costs[a[i]] * (1 - IMPROVE_TOL))
-        choice = jnp.where(better, best, a[i])
-        counts = pricer.moved(counts, run[i], run_on[choice])
-        return (a.at[i].set(choice), run.at[i].set(run_on[choice]), counts,
-                changed | better, force), None
+        better = force | (at(costs, best) < at(costs, now) * (1 - IMPROVE_TOL))
+        choice = jnp.where(better, best, now)
+        new = at(run_on, choice)
+        counts = pricer.moved(counts, here, new)
+        return (set_at(a, choice, i), set_at(run, new, i), counts, changed | better,
+                force), None
 
     def one_round(a, force):
         run = pricer.executed(a)
@@ -143,8 +148,9 @@ def _general_round(view, prices, params, allocation_rule, costs_fn, order):
         a, changed, force = carry
         costs = own_costs(view, a, i, prices, params, allocation_rule, costs_fn)
         best = jnp.argmin(costs).astype(jnp.int32)
-        better = force | (costs[best] < costs[a[i]] * (1 - IMPROVE_TOL))
-        return (a.at[i].set(jnp.where(better, best, a[i])), changed | better, force), None
+        now = at(a, i)
+        better = force | (at(costs, best) < at(costs, now) * (1 - IMPROVE_TOL))
+        return (set_at(a, jnp.where(better, best, now), i), changed | better, force), None
 
     def one_round(a, force):
         (a, changed, _), _ = jax.lax.scan(revise, (a, False, force), order)

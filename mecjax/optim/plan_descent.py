@@ -57,27 +57,11 @@ from mecjax.config import as_params
 from mecjax.env import dynamics, physics
 from mecjax.env import env as _env
 from mecjax.optim.coordinate import IMPROVE_TOL
+from mecjax.optim.indexing import at, set_at
 
 # A margin |battery - local energy| counts as safe only above this relative slack: the
 # aggregates' batteries and the simulation's differ in float32 rounding.
 MARGIN_RTOL = 1e-5
-
-
-def _at(x, *index):
-    """``x[index]`` for traced indices known to be in range: one dynamic slice, without
-    the wrapping of negative indices that ``x[k]`` adds (a move indexes a dozen arrays, and
-    those operations would make its program larger to trace and to compile)."""
-    full = tuple(index) + (0,) * (x.ndim - len(index))
-    sizes = (1,) * len(index) + x.shape[len(index):]
-    return jax.lax.dynamic_slice(x, full, sizes, allow_negative_indices=False).reshape(
-        x.shape[len(index):])
-
-
-def _set(x, value, *index):
-    """``x.at[index].set(value)`` for traced indices known to be in range (as :func:`_at`)."""
-    full = tuple(index) + (0,) * (x.ndim - len(index))
-    value = jnp.asarray(value, x.dtype).reshape((1,) * len(index) + x.shape[len(index):])
-    return jax.lax.dynamic_update_slice(x, value, full, allow_negative_indices=False)
 
 
 def supported(params, allocation_rule: str) -> bool:
@@ -265,19 +249,19 @@ def option_values(t: PlanTerms, s: PlanState, k, i, value, params):
     m = s.servers.shape[-1]
     servers = jnp.arange(1, m + 1, dtype=jnp.int32)
     options = jnp.arange(m + 1, dtype=jnp.int32)
-    here = _at(s.run, k, i)
-    local_energy = _at(t.local_energy, k, i)
-    local_cost = _at(t.local_cost, k, i)
-    forced_here = _at(s.battery, k, i) < local_energy
-    run_on = jnp.where(options > 0, options, jnp.where(forced_here, _at(t.best_server, k, i), 0))
+    here = at(s.run, k, i)
+    local_energy = at(t.local_energy, k, i)
+    local_cost = at(t.local_cost, k, i)
+    forced_here = at(s.battery, k, i) < local_energy
+    run_on = jnp.where(options > 0, options, jnp.where(forced_here, at(t.best_server, k, i), 0))
     leave = (servers == here).astype(jnp.float32)                                   # [M]
     join = (servers[None, :] == run_on[:, None]).astype(jnp.float32)                # [M+1, M]
     delta = join - leave[None, :]
     # what device i adds to each sum of a server it executes on: [4, M]
-    mine = jnp.stack([jnp.ones((m,), jnp.float32), _at(t.unit, k, i), _at(t.edge_own, k, i),
-                      jnp.broadcast_to(_at(t.cycles, k, i), (m,))])
-    local = _at(s.local, k)
-    moves = Moves(run_on=run_on, servers=_at(s.servers, k)[None] + delta[:, None, :] * mine[None],
+    mine = jnp.stack([jnp.ones((m,), jnp.float32), at(t.unit, k, i), at(t.edge_own, k, i),
+                      jnp.broadcast_to(at(t.cycles, k, i), (m,))])
+    local = at(s.local, k)
+    moves = Moves(run_on=run_on, servers=at(s.servers, k)[None] + delta[:, None, :] * mine[None],
                   # unchanged where the device stays on its server: moving to it is a no-op
                   local=jnp.where(run_on == here, local,
                                   local - jnp.where(here == 0, local_cost, 0.0)
@@ -293,12 +277,12 @@ def option_values(t: PlanTerms, s: PlanState, k, i, value, params):
     # Battery changes after slot k: device i's own energy change, and the unit energy of
     # every other device on the server it leaves (+) or joins (-).
     own_energy = jnp.where(run_on > 0, physics.gain_of_server(
-        run_on, jnp.broadcast_to(_at(t.unit_energy, k, i), (m + 1, m)))
+        run_on, jnp.broadcast_to(at(t.unit_energy, k, i), (m + 1, m)))
         * physics.per_device_of_server(run_on, moves.servers[:, 0]), local_energy)
-    slack = _at(s.slack, k)                                                         # [N]
-    own_unsafe = jnp.abs(own_energy - _at(s.energy, k, i)) >= _at(slack, i)
-    crossing = (_at(s.moved, k) >= slack).astype(jnp.float32)                       # [N]
-    risky = (physics.per_server_sum(_at(s.run, k), crossing, m) > 0) | _at(t.floor_risk, k)
+    slack = at(s.slack, k)                                                         # [N]
+    own_unsafe = jnp.abs(own_energy - at(s.energy, k, i)) >= at(slack, i)
+    crossing = (at(s.moved, k) >= slack).astype(jnp.float32)                       # [N]
+    risky = (physics.per_server_sum(at(s.run, k), crossing, m) > 0) | at(t.floor_risk, k)
     touched = jnp.maximum(join, leave[None, :]) > 0                                 # [M+1, M]
     server_unsafe = jnp.any(touched & risky[None, :], axis=1)
     return values, moving & (own_unsafe | server_unsafe), moves
@@ -309,17 +293,17 @@ def apply_move(t: PlanTerms, s: PlanState, plan, k, i, moves: Moves, o, params) 
     after the move), when the move forces or frees no device in a later slot (option
     values not ``unsafe``): slot k's aggregates and energies, and every later battery.
     Moving to the current option leaves the state as it is, bit for bit."""
-    b = _at(moves.run_on, o)
-    run = _set(s.run, b, k, i)
-    moved = _set(s.moved, jnp.where(b > 0, _at(t.unit_energy, k, i, jnp.maximum(b - 1, 0)),
+    b = at(moves.run_on, o)
+    run = set_at(s.run, b, k, i)
+    moved = set_at(s.moved, jnp.where(b > 0, at(t.unit_energy, k, i, jnp.maximum(b - 1, 0)),
                                     0.0), k, i)
-    row = _at(moves.servers, o)
-    servers = _set(s.servers, row, k)
-    energy = _set(s.energy, _energy(_at(run, k), _at(moved, k), row[0],
-                                    _at(t.local_energy, k)), k)
+    row = at(moves.servers, o)
+    servers = set_at(s.servers, row, k)
+    energy = set_at(s.energy, _energy(at(run, k), at(moved, k), row[0],
+                                    at(t.local_energy, k)), k)
     battery = _batteries(t, energy, params)
     return s.replace(run=run, moved=moved, servers=servers,
-                     local=_set(s.local, _at(moves.local, o), k), energy=energy,
+                     local=set_at(s.local, at(moves.local, o), k), energy=energy,
                      battery=battery, slack=_slack(t, plan, battery))
 
 
@@ -364,14 +348,14 @@ def descend(t: PlanTerms, start, params, simulate, max_sweeps: int = 10):
         at_ki = (jnp.arange(horizon)[:, None] == k) & (jnp.arange(n)[None, :] == i)
         values = once(simulated, lambda pl: simulate(
             jnp.where(at_ki, options[:, None, None], pl[None])), plan, fast)
-        current = _at(plan, k, i)
+        current = at(plan, k, i)
         best = jnp.argmin(values).astype(jnp.int32)
-        now = _at(values, current)
-        better = _at(values, best) < now - IMPROVE_TOL * jnp.abs(now)
+        now = at(values, current)
+        better = at(values, best) < now - IMPROVE_TOL * jnp.abs(now)
         # moving to the current option leaves the state as it is, bit for bit (the same
         # rows, energies and batteries recomputed): no select between two states
         choice = jnp.where(better, best, current)
-        plan = _set(plan, choice, k, i)
+        plan = set_at(plan, choice, k, i)
         state = apply_move(t, state, plan, k, i, moves, choice, params)
         return (plan, state, value, better & simulated, better, changed | better), None
 

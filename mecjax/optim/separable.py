@@ -48,6 +48,7 @@ from typing import Any
 
 from mecjax.config import as_params
 from mecjax.env import env, physics
+from mecjax.optim.indexing import at, set_at
 
 IMPROVE_TOL = 1e-7  # relative drop of a device's contribution a move needs
 HARD_IMPROVE_TOL = 1e-6  # relative drop of the total a move needs (battery_hard: float32 sums)
@@ -142,11 +143,11 @@ def separable_mean_cost(terms: SlotTerms, x):
 def _option_costs(terms: SlotTerms, i, s, t):
     """[M+1] device i's contribution to N * mean_cost for each option, the others' sums
     ``s``, ``t`` [M] (device i removed)."""
-    rk, rc = terms.root_k[i], terms.root_c[i]
+    rk, rc = at(terms.root_k, i), at(terms.root_c, i)
     server = (2 * s * rk + rk**2) + terms.edge * (2 * t * rc + rc**2)             # [M]
     server = jnp.concatenate([jnp.zeros((1,)), server])                             # [M+1]
-    where = terms.target[i]                                                         # [M+1]
-    return terms.own[i] + jnp.take(server, where)
+    where = at(terms.target, i)                                                     # [M+1]
+    return at(terms.own, i) + jnp.take(server, where)
 
 
 def descend(terms: SlotTerms, x0, max_sweeps: int = 20):
@@ -165,16 +166,16 @@ def descend(terms: SlotTerms, x0, max_sweeps: int = 20):
 
     def move(carry, i):
         x, s, t, changed = carry
-        cur = terms.target[i, x[i]]
+        now, rk, rc = at(x, i), at(terms.root_k, i), at(terms.root_c, i)
+        cur = at(terms.target, i, now)
         mine = (options[1:] == cur).astype(s.dtype)                                # [M]
-        s_wo, t_wo = s - mine * terms.root_k[i], t - mine * terms.root_c[i]
+        s_wo, t_wo = s - mine * rk, t - mine * rc
         costs = _option_costs(terms, i, s_wo, t_wo)
         best = jnp.argmin(costs).astype(jnp.int32)
-        better = costs[best] < costs[x[i]] * (1 - IMPROVE_TOL)
-        xi = jnp.where(better, best, x[i])
-        on = (options[1:] == terms.target[i, xi]).astype(s.dtype)
-        return (x.at[i].set(xi), s_wo + on * terms.root_k[i], t_wo + on * terms.root_c[i],
-                changed | better), None
+        better = at(costs, best) < at(costs, now) * (1 - IMPROVE_TOL)
+        xi = jnp.where(better, best, now)
+        on = (options[1:] == at(terms.target, i, xi)).astype(s.dtype)
+        return (set_at(x, xi, i), s_wo + on * rk, t_wo + on * rc, changed | better), None
 
     def sweep(state):
         x, _, sweeps = state
@@ -195,10 +196,11 @@ def _descend_full(terms: SlotTerms, x0, max_sweeps: int):
 
     def move(carry, i):
         x, changed = carry
-        costs = jax.vmap(lambda o: jnp.sum(_device_costs(terms, x.at[i].set(o))))(options)
+        costs = jax.vmap(lambda o: jnp.sum(_device_costs(terms, set_at(x, o, i))))(options)
         best = jnp.argmin(costs).astype(jnp.int32)
-        better = costs[best] < costs[x[i]] - HARD_IMPROVE_TOL * jnp.abs(costs[x[i]])
-        return (x.at[i].set(jnp.where(better, best, x[i])), changed | better), None
+        now = at(x, i)
+        better = at(costs, best) < at(costs, now) - HARD_IMPROVE_TOL * jnp.abs(at(costs, now))
+        return (set_at(x, jnp.where(better, best, now), i), changed | better), None
 
     def sweep(state):
         x, _, sweeps = state
