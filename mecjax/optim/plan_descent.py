@@ -180,8 +180,12 @@ def _slack(t: PlanTerms, plan, battery):
     battery change below it in every later slot forces no device and frees none."""
     margin = jnp.abs(battery - t.local_energy) - MARGIN_RTOL * (battery + t.local_energy)
     margin = jnp.where(plan == 0, margin, jnp.inf)          # only a local plan can be forced
-    later = jax.lax.cummin(margin, axis=0, reverse=True)
-    return jnp.concatenate([later[1:], jnp.full_like(later[:1], jnp.inf)], axis=0)
+    # slack[k] = min(margin[k+1:]): unrolled over the few slots (a running minimum fuses
+    # with the margins; a reversed cummin is a kernel of its own, in every move)
+    rows = [jnp.full_like(margin[0], jnp.inf)]
+    for k in range(margin.shape[0] - 1, 0, -1):
+        rows.append(jnp.minimum(rows[-1], margin[k]))
+    return jnp.stack(rows[::-1])
 
 
 def plan_state(t: PlanTerms, plan, params) -> PlanState:
