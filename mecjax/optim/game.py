@@ -26,6 +26,7 @@ from mecjax.env import env as _env
 from mecjax.env import physics
 from mecjax.optim import objective
 from mecjax.optim.indexing import at, set_at
+from mecjax.optim.loops import batched_like
 
 IMPROVE_TOL = 1e-6  # relative improvement a device needs to switch (guarantees termination)
 
@@ -134,8 +135,8 @@ def _counted_round(pricer: EqualSharePricer, order):
 
     def one_round(a, force):
         run = pricer.executed(a)
-        (a, _, _, changed, _), _ = jax.lax.scan(
-            revise, (a, run, pricer.counts(run), False, force), order)
+        carry = batched_like((a, run, pricer.counts(run), False, force), pricer.terms.local_energy)
+        (a, _, _, changed, _), _ = jax.lax.scan(revise, carry, order)
         return a, changed
 
     return one_round
@@ -153,7 +154,8 @@ def _general_round(view, prices, params, allocation_rule, costs_fn, order):
         return (set_at(a, jnp.where(better, best, now), i), changed | better, force), None
 
     def one_round(a, force):
-        (a, changed, _), _ = jax.lax.scan(revise, (a, False, force), order)
+        (a, changed, _), _ = jax.lax.scan(
+            revise, batched_like((a, False, force), view.task_cycles), order)
         return a, changed
 
     return one_round
@@ -175,16 +177,16 @@ def _dynamics(view, prices, params, allocation_rule, costs_fn, init, max_rounds:
             costs_fn = slot_costs_fn(view, prices, params, allocation_rule)
         one_round = _general_round(view, prices, params, allocation_rule, costs_fn, order)
     a0 = jnp.zeros((p.n_devices,), jnp.int32) if init is None else init.astype(jnp.int32)
-    return _rounds(one_round, a0, max_rounds, greedy_first=init is None)
+    return _rounds(one_round, a0, max_rounds, greedy_first=init is None, ref=view.task_cycles)
 
 
-def _rounds(one_round, a0, max_rounds: int, greedy_first: bool = False):
+def _rounds(one_round, a0, max_rounds: int, greedy_first: bool = False, ref=None):
     """``(a, converged, rounds)``: ``one_round`` ((a, force) -> (a, changed)) repeated
     from ``a0`` until a round changes nothing or ``max_rounds`` rounds ran.
 
     ``greedy_first``: one extra round before them with ``force`` true (every device takes
     its cheapest option: greedy's pass), after which the loop always goes on; ``rounds``
-    does not count it."""
+    does not count it. ``ref``: an array of the instance (:func:`mecjax.optim.loops.batched_like`)."""
     if greedy_first and max_rounds == 0:
         # greedy alone: the forced round and nothing after it, without a loop around it (a
         # loop under vmap is batched until its carry's batching settles: more to trace)
@@ -201,8 +203,9 @@ def _rounds(one_round, a0, max_rounds: int, greedy_first: bool = False):
         _, changed, rounds = state
         return changed & (rounds < max_rounds)
 
-    a, changed, rounds = jax.lax.while_loop(keep_going, step,
-                                            (a0, True, -1 if greedy_first else 0))
+    init = (a0, True, -1 if greedy_first else 0)
+    a, changed, rounds = jax.lax.while_loop(
+        keep_going, step, init if ref is None else batched_like(init, ref))
     return a, ~changed, rounds
 
 

@@ -58,6 +58,7 @@ from mecjax.env import dynamics, physics
 from mecjax.env import env as _env
 from mecjax.optim.coordinate import IMPROVE_TOL
 from mecjax.optim.indexing import at, set_at
+from mecjax.optim.loops import batched_like
 
 # A margin |battery - local energy| counts as safe only above this relative slack: the
 # aggregates' batteries and the simulation's differ in float32 rounding.
@@ -321,6 +322,7 @@ def descend(t: PlanTerms, start, params, simulate, max_sweeps: int = 10):
     """
     horizon, n = start.shape
     options = jnp.arange(t.unit.shape[-1] + 1, dtype=jnp.int32)
+    ref = t.cycles      # the instance's data: the loops' carries start batched like it
 
     def once(need, fn, operand, default):
         """``fn(operand)`` where ``need``, else ``default``: under ``vmap`` a loop that runs
@@ -334,7 +336,7 @@ def descend(t: PlanTerms, start, params, simulate, max_sweeps: int = 10):
                 lambda x: jnp.where(done, jnp.zeros_like(x), x), op)
 
         out, _, _ = jax.lax.while_loop(lambda c: need & ~c[1], body,
-                                       (default, jnp.bool_(False), operand))
+                                       batched_like((default, jnp.bool_(False), operand), ref))
         return out
 
     def move(carry, pair):
@@ -366,8 +368,8 @@ def descend(t: PlanTerms, start, params, simulate, max_sweeps: int = 10):
     def sweep(carry):
         plan, state, _, sweeps = carry
         (plan, state, _, _, _, changed), _ = jax.lax.scan(
-            move, (plan, state, jnp.zeros((), jnp.float32), jnp.bool_(True),
-                   jnp.bool_(False), jnp.bool_(False)),
+            move, batched_like((plan, state, jnp.zeros((), jnp.float32), jnp.bool_(True),
+                                jnp.bool_(False), jnp.bool_(False)), ref),
             (jnp.repeat(jnp.arange(horizon, dtype=jnp.int32), n),
              jnp.tile(jnp.arange(n, dtype=jnp.int32), horizon)))
         return plan, state, changed, sweeps + 1
@@ -378,5 +380,5 @@ def descend(t: PlanTerms, start, params, simulate, max_sweeps: int = 10):
                          jax.eval_shape(lambda pl: plan_state(t, pl, params), start))
     plan, _, changed, sweeps = jax.lax.while_loop(
         lambda c: c[2] & (c[3] < max_sweeps), sweep,
-        (start, empty, jnp.bool_(True), jnp.int32(0)))
+        batched_like((start, empty, jnp.bool_(True), jnp.int32(0)), ref))
     return plan, sweeps, ~changed

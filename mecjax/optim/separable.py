@@ -49,6 +49,7 @@ from typing import Any
 from mecjax.config import as_params
 from mecjax.env import env, physics
 from mecjax.optim.indexing import at, set_at
+from mecjax.optim.loops import batched_like
 
 IMPROVE_TOL = 1e-7  # relative drop of a device's contribution a move needs
 HARD_IMPROVE_TOL = 1e-6  # relative drop of the total a move needs (battery_hard: float32 sums)
@@ -180,12 +181,13 @@ def descend(terms: SlotTerms, x0, max_sweeps: int = 20):
     def sweep(state):
         x, _, sweeps = state
         s, t = _server_sums(terms, x)        # fresh sums each sweep: no drift
-        (x, _, _, changed), _ = jax.lax.scan(move, (x, s, t, False), jnp.arange(x.shape[0]))
+        (x, _, _, changed), _ = jax.lax.scan(move, batched_like((x, s, t, False), terms.own),
+                                             jnp.arange(x.shape[0]))
         return x, changed, sweeps + 1
 
     x, changed, sweeps = jax.lax.while_loop(
         lambda st: st[1] & (st[2] < max_sweeps), sweep,
-        (jnp.asarray(x0, jnp.int32), jnp.bool_(True), jnp.int32(0)))
+        batched_like((jnp.asarray(x0, jnp.int32), jnp.bool_(True), jnp.int32(0)), terms.own))
     return x, sweeps, ~changed
 
 
@@ -204,12 +206,13 @@ def _descend_full(terms: SlotTerms, x0, max_sweeps: int):
 
     def sweep(state):
         x, _, sweeps = state
-        (x, changed), _ = jax.lax.scan(move, (x, False), jnp.arange(x.shape[0]))
+        (x, changed), _ = jax.lax.scan(move, batched_like((x, False), terms.own),
+                                       jnp.arange(x.shape[0]))
         return x, changed, sweeps + 1
 
     x, changed, sweeps = jax.lax.while_loop(
         lambda st: st[1] & (st[2] < max_sweeps), sweep,
-        (jnp.asarray(x0, jnp.int32), jnp.bool_(True), jnp.int32(0)))
+        batched_like((jnp.asarray(x0, jnp.int32), jnp.bool_(True), jnp.int32(0)), terms.own))
     return x, sweeps, ~changed
 
 
